@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+WEB_SOURCES := $(shell find web_client/src web_client/index.html web_client/vite.config.ts web_client/tsconfig.json -type f 2>/dev/null)
+
+.PHONY: run test install web interop lint typecheck pytest bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+web: web_client/dist/index.html
+
+web_client/dist/index.html: web_client/package.json web_client/package-lock.json $(WEB_SOURCES)
+	cd web_client && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
+interop: tests/interop/node_modules/.installed
+
+tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: install web
+	$(BIN)/escenario serve $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install web interop
+	$(BIN)/pytest $(ARGS)
+
+test: install web interop lint typecheck
+	cd web_client && npm test --silent
+	$(BIN)/pytest -q -p no:cacheprovider $(ARGS)
+
+bench: install interop
+	$(BIN)/python benchmarks/sync_fanout.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) web_client/node_modules web_client/dist tests/interop/node_modules

@@ -1,0 +1,1 @@
+"""Inference pool (stem separation, transcription, mastering); arrives with its issue."""

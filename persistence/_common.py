@@ -1,0 +1,63 @@
+"""Rules both backends share, kept in Python so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from persistence.ports import Member, Role, SessionRecord, User
+
+Clock = Callable[[], float]
+
+USER_COLUMNS = "id, email, name, created_at"
+SESSION_COLUMNS = "id, title, owner_id, created_at, updated_at"
+
+
+def prefixed(alias: str, columns: str) -> str:
+    """`columns` qualified by a table alias, for joins: prefixed("u", "id, name") == "u.id, u.name"."""
+    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
+
+
+def new_id() -> str:
+    # 128 random bits: ids appear in URLs and must not be guessable or enumerable.
+    return secrets.token_hex(16)
+
+
+def email_key(email: str) -> str:
+    """The form e-mail addresses are compared in; the address itself is stored as given."""
+    return email.lower()
+
+
+def user_from_row(row: Any) -> User:
+    """A `User` from a row selected with `USER_COLUMNS` (sqlite3.Row or asyncpg.Record)."""
+    return User(id=row[0], email=row[1], name=row[2], created_at=float(row[3]))
+
+
+def session_from_row(row: Any) -> SessionRecord:
+    """A `SessionRecord` from a row selected with `SESSION_COLUMNS`."""
+    return SessionRecord(
+        id=row[0], title=row[1], owner_id=row[2], created_at=float(row[3]), updated_at=float(row[4])
+    )
+
+
+def sort_members(members: Iterable[Member]) -> list[Member]:
+    """Owner first, then by name.
+
+    Sorted here rather than in SQL because SQLite compares text bytewise while PostgreSQL
+    follows the database collation; member lists are small.
+    """
+    return sorted(members, key=lambda m: (m.role is not Role.OWNER, m.name.casefold(), m.name, m.user_id))
+
+
+def compaction_applies(*, upto_seq: int, snapshot_seq: int, last_seq: int) -> bool:
+    """Whether `compact(upto_seq=…)` should replace a snapshot taken at `snapshot_seq`.
+
+    A snapshot claiming rows that were never appended would make later appends (which get
+    seqs <= upto_seq) invisible behind it, so that is a caller bug, not a no-op. A stale
+    compaction (including one computed before a reset, since reset moves snapshot_seq up to
+    last_seq) is ignored.
+    """
+    if upto_seq > last_seq:
+        raise ValueError(f"cannot compact up to seq {upto_seq}: the room's last seq is {last_seq}")
+    return upto_seq > snapshot_seq

@@ -1,0 +1,163 @@
+"""The storage port: every backend (SQLite, PostgreSQL) implements `Store`.
+
+The same contract suite (`tests/persistence/test_store_contract.py`) runs against every
+backend, so the server code above this port never knows which one it talks to.
+
+Times are Unix seconds (float) everywhere; ids are opaque strings chosen by the store.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    EDITOR = "editor"
+    VIEWER = "viewer"
+
+    @property
+    def can_edit(self) -> bool:
+        return self is not Role.VIEWER
+
+
+class StoreError(Exception):
+    """Base class of the errors a `Store` raises on purpose."""
+
+
+class Conflict(StoreError):
+    """A uniqueness rule was violated (for example, an e-mail address already registered)."""
+
+
+class NotFound(StoreError):
+    """The row an operation refers to does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    user: User
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session (a project): the row behind one CRDT room."""
+
+    id: str
+    title: str
+    owner_id: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: str
+    email: str
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    """Everything needed to rebuild a room's document.
+
+    `snapshot` holds the state up to and including `snapshot_seq`; `updates` are the log rows
+    after it, in sequence order. `epoch` changes only when a room's state is reset (restored),
+    which tells clients holding the old history to reload instead of merging it back.
+    """
+
+    snapshot: bytes | None
+    snapshot_seq: int
+    epoch: int
+    updates: list[tuple[int, bytes]]
+
+    @property
+    def last_seq(self) -> int:
+        return self.updates[-1][0] if self.updates else self.snapshot_seq
+
+
+class Store(Protocol):
+    """Accounts, sessions, memberships and the CRDT update log."""
+
+    async def migrate(self) -> None:
+        """Create or upgrade the schema; idempotent, run at every start."""
+
+    async def close(self) -> None:
+        """Release connections; pending writes are complete when it returns."""
+
+    # accounts -----------------------------------------------------------------
+    async def create_user(self, *, email: str, name: str, password_hash: str) -> User:
+        """Raises `Conflict` if the e-mail (compared case-insensitively) exists."""
+
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    async def get_credentials(self, email: str) -> Credentials | None:
+        """Looks the e-mail up case-insensitively."""
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        """Used to upgrade a hash when the argon2 parameters change."""
+
+    async def create_token(self, *, token_hash: str, user_id: str, expires_at: float) -> None: ...
+
+    async def user_for_token(self, token_hash: str, *, now: float) -> User | None:
+        """The token's user if the token exists and has not expired."""
+
+    async def revoke_token(self, token_hash: str) -> bool:
+        """True if a token was removed."""
+
+    # sessions -----------------------------------------------------------------
+    async def create_session(self, *, owner_id: str, title: str) -> SessionRecord:
+        """Creates the session and makes `owner_id` its owner member, atomically."""
+
+    async def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def list_sessions(self, user_id: str) -> list[tuple[SessionRecord, Role]]:
+        """Sessions the user is a member of, most recently updated first."""
+
+    async def update_session(self, session_id: str, *, title: str) -> SessionRecord | None: ...
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Deletes the session, its memberships and its CRDT room (snapshot and log)."""
+
+    async def set_member(self, session_id: str, user_id: str, role: Role) -> None:
+        """Insert or change a membership."""
+
+    async def remove_member(self, session_id: str, user_id: str) -> bool: ...
+
+    async def get_role(self, session_id: str, user_id: str) -> Role | None: ...
+
+    async def list_members(self, session_id: str) -> list[Member]:
+        """Members ordered owner first, then by name."""
+
+    # CRDT rooms ---------------------------------------------------------------
+    async def load_room(self, room: str) -> RoomRecord:
+        """The snapshot and log of a room; an unknown room is empty with epoch 0."""
+
+    async def append_updates(self, room: str, updates: Sequence[bytes]) -> int:
+        """Append updates in one transaction with consecutive, monotonic sequence numbers.
+
+        Returns the sequence number of the last one. Sequence numbers never go back, not even
+        across compaction or reset.
+        """
+
+    async def compact(self, room: str, *, upto_seq: int, state: bytes) -> None:
+        """Atomically store `state` as the snapshot at `upto_seq` and delete log rows <= it.
+
+        Rows appended after `upto_seq` are kept. A compaction older than the stored snapshot
+        is ignored.
+        """
+
+    async def reset_room(self, room: str, state: bytes) -> int:
+        """Replace the room's whole history by `state` and bump its epoch; returns the new epoch."""

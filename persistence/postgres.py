@@ -1,0 +1,372 @@
+"""The scale-out `Store`: PostgreSQL through an asyncpg connection pool.
+
+Construct it with `PostgresStore(dsn)` (or `PostgresStore(dsn, schema="name")` to keep every
+table in one schema, created by `migrate()` if missing); no I/O happens until the first call,
+which opens the pool (normally `migrate()`). `close()` waits for calls in flight and is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from persistence._common import (
+    SESSION_COLUMNS,
+    USER_COLUMNS,
+    Clock,
+    compaction_applies,
+    email_key,
+    new_id,
+    prefixed,
+    session_from_row,
+    sort_members,
+    user_from_row,
+)
+from persistence._migrate import load_migrations, pending
+from persistence.ports import (
+    Conflict,
+    Credentials,
+    Member,
+    NotFound,
+    Role,
+    RoomRecord,
+    SessionRecord,
+    User,
+)
+
+# Lower-case only: the name is used both quoted (CREATE SCHEMA) and unquoted (search_path),
+# and PostgreSQL folds unquoted names to lower case.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        clock: Clock = time.time,
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> None:
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"schema name {schema!r} must match {_SCHEMA_NAME.pattern}")
+        self._dsn = dsn
+        self._schema = schema
+        self._clock = clock
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: Any = None
+        self._pool_lock = asyncio.Lock()
+        self._closed = False
+
+    # pool and transactions ----------------------------------------------------
+    async def _get_pool(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            if self._pool is None:
+                settings = {"search_path": self._schema} if self._schema else {}
+                self._pool = await asyncpg.create_pool(
+                    self._dsn, min_size=self._min_size, max_size=self._max_size, server_settings=settings
+                )
+            return self._pool
+
+    @asynccontextmanager
+    async def _transaction(self, **options: Any) -> AsyncIterator[Any]:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction(**options):
+            yield conn
+
+    async def migrate(self) -> None:
+        migrations = load_migrations("postgres")
+        async with self._transaction() as conn:
+            # Several servers may start at once against one database; the lock makes the
+            # check-then-apply below run in one of them at a time (DDL is transactional here).
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self._schema))
+            if self._schema:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+            )
+            applied = {int(row[0]) for row in await conn.fetch("SELECT version FROM schema_migrations")}
+            for migration in pending(migrations, applied):
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                    migration.version,
+                    time.time(),
+                )
+
+    async def close(self) -> None:
+        async with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # accounts -----------------------------------------------------------------
+    async def create_user(self, *, email: str, name: str, password_hash: str) -> User:
+        user = User(id=new_id(), email=email, name=name, created_at=self._clock())
+        pool = await self._get_pool()
+        inserted = await pool.fetchval(
+            "INSERT INTO users (id, email, email_key, name, password_hash, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email_key) DO NOTHING RETURNING id",
+            user.id,
+            email,
+            email_key(email),
+            name,
+            password_hash,
+            user.created_at,
+        )
+        if inserted is None:
+            raise Conflict(f"the e-mail address {email!r} is already registered")
+        return user
+
+    async def get_user(self, user_id: str) -> User | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id)
+        return None if row is None else user_from_row(row)
+
+    async def get_credentials(self, email: str) -> Credentials | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email_key = $1", email_key(email)
+        )
+        return None if row is None else Credentials(user=user_from_row(row), password_hash=row[4])
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        pool = await self._get_pool()
+        status = await pool.execute(
+            "UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash
+        )
+        if not _count(status):
+            raise NotFound(f"no user {user_id!r}")
+
+    async def create_token(self, *, token_hash: str, user_id: str, expires_at: float) -> None:
+        pool = await self._get_pool()
+        try:
+            inserted = await pool.fetchval(
+                "INSERT INTO auth_tokens (token_hash, user_id, expires_at, created_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING RETURNING token_hash",
+                token_hash,
+                user_id,
+                expires_at,
+                self._clock(),
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"no user {user_id!r}") from exc
+        if inserted is None:
+            raise Conflict("a token with this hash already exists")
+
+    async def user_for_token(self, token_hash: str, *, now: float) -> User | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            f"SELECT {prefixed('u', USER_COLUMNS)} FROM auth_tokens t JOIN users u ON u.id = t.user_id "
+            "WHERE t.token_hash = $1 AND t.expires_at > $2",
+            token_hash,
+            now,
+        )
+        return None if row is None else user_from_row(row)
+
+    async def revoke_token(self, token_hash: str) -> bool:
+        pool = await self._get_pool()
+        return bool(_count(await pool.execute("DELETE FROM auth_tokens WHERE token_hash = $1", token_hash)))
+
+    # sessions -----------------------------------------------------------------
+    async def create_session(self, *, owner_id: str, title: str) -> SessionRecord:
+        now = self._clock()
+        record = SessionRecord(id=new_id(), title=title, owner_id=owner_id, created_at=now, updated_at=now)
+        async with self._transaction() as conn:
+            try:
+                await conn.execute(
+                    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
+                    record.id,
+                    title,
+                    owner_id,
+                    now,
+                    now,
+                )
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise NotFound(f"no user {owner_id!r}") from exc
+            await conn.execute(
+                "INSERT INTO session_members (session_id, user_id, role) VALUES ($1, $2, $3)",
+                record.id,
+                owner_id,
+                Role.OWNER.value,
+            )
+        return record
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id)
+        return None if row is None else session_from_row(row)
+
+    async def list_sessions(self, user_id: str) -> list[tuple[SessionRecord, Role]]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            f"SELECT {prefixed('s', SESSION_COLUMNS)}, m.role "
+            "FROM session_members m JOIN sessions s ON s.id = m.session_id WHERE m.user_id = $1 "
+            "ORDER BY s.updated_at DESC, s.created_at DESC, s.id",
+            user_id,
+        )
+        return [(session_from_row(row), Role(row[5])) for row in rows]
+
+    async def update_session(self, session_id: str, *, title: str) -> SessionRecord | None:
+        pool = await self._get_pool()
+        # GREATEST: a wall clock stepped backwards must not make a session look older.
+        row = await pool.fetchrow(
+            f"UPDATE sessions SET title = $2, updated_at = GREATEST(updated_at, $3) WHERE id = $1 "
+            f"RETURNING {SESSION_COLUMNS}",
+            session_id,
+            title,
+            self._clock(),
+        )
+        return None if row is None else session_from_row(row)
+
+    async def delete_session(self, session_id: str) -> bool:
+        async with self._transaction() as conn:
+            # Memberships and log rows go by ON DELETE CASCADE; the room shares the session's id.
+            deleted = _count(await conn.execute("DELETE FROM sessions WHERE id = $1", session_id))
+            await conn.execute("DELETE FROM crdt_rooms WHERE room = $1", session_id)
+        return bool(deleted)
+
+    async def set_member(self, session_id: str, user_id: str, role: Role) -> None:
+        pool = await self._get_pool()
+        try:
+            await pool.execute(
+                "INSERT INTO session_members (session_id, user_id, role) VALUES ($1, $2, $3) "
+                "ON CONFLICT (session_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+                session_id,
+                user_id,
+                Role(role).value,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"no session {session_id!r} or no user {user_id!r}") from exc
+
+    async def remove_member(self, session_id: str, user_id: str) -> bool:
+        pool = await self._get_pool()
+        status = await pool.execute(
+            "DELETE FROM session_members WHERE session_id = $1 AND user_id = $2", session_id, user_id
+        )
+        return bool(_count(status))
+
+    async def get_role(self, session_id: str, user_id: str) -> Role | None:
+        pool = await self._get_pool()
+        role = await pool.fetchval(
+            "SELECT role FROM session_members WHERE session_id = $1 AND user_id = $2", session_id, user_id
+        )
+        return None if role is None else Role(role)
+
+    async def list_members(self, session_id: str) -> list[Member]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            "SELECT m.user_id, u.email, u.name, m.role "
+            "FROM session_members m JOIN users u ON u.id = m.user_id WHERE m.session_id = $1",
+            session_id,
+        )
+        return sort_members(Member(user_id=r[0], email=r[1], name=r[2], role=Role(r[3])) for r in rows)
+
+    # CRDT rooms ---------------------------------------------------------------
+    async def load_room(self, room: str) -> RoomRecord:
+        # One snapshot for both reads, so a compaction committing in between cannot show a
+        # snapshot together with log rows it already contains (or miss rows it deleted).
+        async with self._transaction(isolation="repeatable_read", readonly=True) as conn:
+            head = await conn.fetchrow(
+                "SELECT snapshot, snapshot_seq, epoch FROM crdt_rooms WHERE room = $1", room
+            )
+            if head is None:
+                return RoomRecord(snapshot=None, snapshot_seq=0, epoch=0, updates=[])
+            rows = await conn.fetch(
+                "SELECT seq, data FROM crdt_updates WHERE room = $1 AND seq > $2 ORDER BY seq",
+                room,
+                head["snapshot_seq"],
+            )
+        return RoomRecord(
+            snapshot=head["snapshot"],
+            snapshot_seq=int(head["snapshot_seq"]),
+            epoch=int(head["epoch"]),
+            updates=[(int(row[0]), bytes(row[1])) for row in rows],
+        )
+
+    async def append_updates(self, room: str, updates: Sequence[bytes]) -> int:
+        pool = await self._get_pool()
+        if not updates:
+            last_seq = await pool.fetchval("SELECT last_seq FROM crdt_rooms WHERE room = $1", room)
+            return 0 if last_seq is None else int(last_seq)
+        # One statement, so one round trip and atomic on its own. The upsert locks the room
+        # row until commit, so concurrent appends take turns reserving their ranges; the
+        # rows' seqs are counted back from the new last_seq.
+        last_seq = await pool.fetchval(
+            """
+            WITH alloc AS (
+                INSERT INTO crdt_rooms AS r (room, last_seq) VALUES ($1, $2)
+                ON CONFLICT (room) DO UPDATE SET last_seq = r.last_seq + EXCLUDED.last_seq
+                RETURNING r.last_seq
+            ), logged AS (
+                INSERT INTO crdt_updates (room, seq, data)
+                SELECT $1, alloc.last_seq - $2 + u.ord, u.data
+                FROM alloc, unnest($3::bytea[]) WITH ORDINALITY AS u (data, ord)
+            )
+            SELECT last_seq FROM alloc
+            """,
+            room,
+            len(updates),
+            list(updates),
+        )
+        return int(last_seq)
+
+    async def compact(self, room: str, *, upto_seq: int, state: bytes) -> None:
+        async with self._transaction() as conn:
+            # FOR UPDATE holds appends back, and the statements below are separate so each
+            # sees every row committed before the lock was granted.
+            head = await conn.fetchrow(
+                "SELECT snapshot_seq, last_seq FROM crdt_rooms WHERE room = $1 FOR UPDATE", room
+            )
+            snapshot_seq, last_seq = (int(head[0]), int(head[1])) if head is not None else (0, 0)
+            if not compaction_applies(upto_seq=upto_seq, snapshot_seq=snapshot_seq, last_seq=last_seq):
+                return
+            await conn.execute(
+                "UPDATE crdt_rooms SET snapshot = $2, snapshot_seq = $3 WHERE room = $1",
+                room,
+                state,
+                upto_seq,
+            )
+            await conn.execute("DELETE FROM crdt_updates WHERE room = $1 AND seq <= $2", room, upto_seq)
+
+    async def reset_room(self, room: str, state: bytes) -> int:
+        async with self._transaction() as conn:
+            # snapshot_seq jumps to last_seq rather than 0, so seqs never go back and any
+            # compaction computed before the reset is recognised as stale. The DELETE is a
+            # separate statement so that it sees rows committed while the upsert waited.
+            epoch = await conn.fetchval(
+                "INSERT INTO crdt_rooms AS r (room, epoch, snapshot, snapshot_seq, last_seq) "
+                "VALUES ($1, 1, $2, 0, 0) ON CONFLICT (room) DO UPDATE "
+                "SET epoch = r.epoch + 1, snapshot = EXCLUDED.snapshot, snapshot_seq = r.last_seq "
+                "RETURNING epoch",
+                room,
+                state,
+            )
+            await conn.execute("DELETE FROM crdt_updates WHERE room = $1", room)
+        return int(epoch)
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command status such as 'DELETE 3' or 'INSERT 0 1'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _lock_key(schema: str | None) -> int:
+    # A stable signed 64-bit key per schema, so stores in different schemas migrate in parallel.
+    digest = hashlib.blake2b(f"escenario.migrate:{schema or ''}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

@@ -1,0 +1,394 @@
+"""The embedded `Store`: one SQLite file, for a laptop or a single-node server.
+
+One aiosqlite connection serves every call. Its statements already run one at a time on
+aiosqlite's thread, but a transaction spans several awaits, so an `asyncio.Lock` keeps one
+operation's statements from interleaving with another's. The connection opens on first use
+(normally `migrate()`); `close()` is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+
+from persistence._common import (
+    SESSION_COLUMNS,
+    USER_COLUMNS,
+    Clock,
+    compaction_applies,
+    email_key,
+    new_id,
+    prefixed,
+    session_from_row,
+    sort_members,
+    user_from_row,
+)
+from persistence._migrate import load_migrations, pending, sqlite_statements
+from persistence.ports import (
+    Conflict,
+    Credentials,
+    Member,
+    NotFound,
+    Role,
+    RoomRecord,
+    SessionRecord,
+    User,
+)
+
+# RETURNING arrived in 3.35 (2021); older system libraries fail with obscure syntax errors.
+_MIN_SQLITE = (3, 35, 0)
+
+_T = TypeVar("_T")
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path, *, clock: Clock = time.time, busy_timeout_ms: int = 5000) -> None:
+        self._path: str | Path = path if str(path) == ":memory:" else Path(path)
+        self._clock = clock
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    # connection and transactions ----------------------------------------------
+    async def _connection(self) -> aiosqlite.Connection:
+        """The open connection; call with the lock held."""
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        if self._db is None:
+            self._db = await self._open()
+        return self._db
+
+    async def _open(self) -> aiosqlite.Connection:
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old; Escenario needs 3.35 or newer")
+        if isinstance(self._path, Path):
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are begun explicitly, never implicitly by sqlite3.
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            await _run(db, f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            await self._enable_wal(db)
+            # synchronous=NORMAL in WAL mode is still durable against a killed process; only a
+            # power loss can drop the last commits.
+            await _run(db, "PRAGMA synchronous = NORMAL")
+            await _run(db, "PRAGMA foreign_keys = ON")
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def _enable_wal(self, db: aiosqlite.Connection) -> None:
+        # WAL lets readers in other processes (backups, tools) run during writes. Switching a
+        # new file to WAL needs an exclusive lock and SQLite does not call the busy handler
+        # for it, so a second process opening the file at the same moment retries by hand.
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                await _run(db, "PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.01)
+
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield await self._connection()
+
+    @asynccontextmanager
+    async def _transaction(
+        self, mode: Literal["IMMEDIATE", "DEFERRED"] = "IMMEDIATE"
+    ) -> AsyncIterator[aiosqlite.Connection]:
+        # IMMEDIATE takes the write lock up front, so two processes never both read and then
+        # fail to upgrade to writing (which SQLite reports as SQLITE_BUSY without waiting).
+        async with self._lock:
+            db = await self._connection()
+            await _run(db, f"BEGIN {mode}")
+            try:
+                yield db
+            except BaseException:
+                # Shielded so a cancelled caller still leaves the connection out of the
+                # transaction; rollback() and commit() do nothing when none is open.
+                await asyncio.shield(db.rollback())
+                raise
+            await asyncio.shield(db.commit())
+
+    async def migrate(self) -> None:
+        migrations = load_migrations("sqlite")
+        async with self._transaction() as db:
+            await _run(
+                db,
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)",
+            )
+            applied = {
+                int(row[0]) for row in await db.execute_fetchall("SELECT version FROM schema_migrations")
+            }
+            for migration in pending(migrations, applied):
+                for statement in sqlite_statements(migration.sql):
+                    await _run(db, statement)
+                await _run(
+                    db,
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (migration.version, time.time()),
+                )
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
+
+    # accounts -----------------------------------------------------------------
+    async def create_user(self, *, email: str, name: str, password_hash: str) -> User:
+        user = User(id=new_id(), email=email, name=name, created_at=self._clock())
+        async with self._transaction() as db:
+            inserted = await _run(
+                db,
+                "INSERT INTO users (id, email, email_key, name, password_hash, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING",
+                (user.id, email, email_key(email), name, password_hash, user.created_at),
+            )
+        if not inserted:
+            raise Conflict(f"the e-mail address {email!r} is already registered")
+        return user
+
+    async def get_user(self, user_id: str) -> User | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return _first(user_from_row(row) for row in rows)
+
+    async def get_credentials(self, email: str) -> Credentials | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email_key = ?", (email_key(email),)
+            )
+        return _first(Credentials(user=user_from_row(row), password_hash=row[4]) for row in rows)
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        async with self._transaction() as db:
+            changed = await _run(
+                db, "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)
+            )
+        if not changed:
+            raise NotFound(f"no user {user_id!r}")
+
+    async def create_token(self, *, token_hash: str, user_id: str, expires_at: float) -> None:
+        async with self._transaction() as db:
+            with _foreign_key_is_not_found(f"no user {user_id!r}"):
+                inserted = await _run(
+                    db,
+                    "INSERT INTO auth_tokens (token_hash, user_id, expires_at, created_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
+                    (token_hash, user_id, expires_at, self._clock()),
+                )
+        if not inserted:
+            raise Conflict("a token with this hash already exists")
+
+    async def user_for_token(self, token_hash: str, *, now: float) -> User | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {prefixed('u', USER_COLUMNS)} FROM auth_tokens t JOIN users u ON u.id = t.user_id "
+                "WHERE t.token_hash = ? AND t.expires_at > ?",
+                (token_hash, now),
+            )
+        return _first(user_from_row(row) for row in rows)
+
+    async def revoke_token(self, token_hash: str) -> bool:
+        async with self._transaction() as db:
+            return bool(await _run(db, "DELETE FROM auth_tokens WHERE token_hash = ?", (token_hash,)))
+
+    # sessions -----------------------------------------------------------------
+    async def create_session(self, *, owner_id: str, title: str) -> SessionRecord:
+        now = self._clock()
+        record = SessionRecord(id=new_id(), title=title, owner_id=owner_id, created_at=now, updated_at=now)
+        async with self._transaction() as db:
+            with _foreign_key_is_not_found(f"no user {owner_id!r}"):
+                await _run(
+                    db,
+                    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    (record.id, title, owner_id, now, now),
+                )
+            await _run(
+                db,
+                "INSERT INTO session_members (session_id, user_id, role) VALUES (?, ?, ?)",
+                (record.id, owner_id, Role.OWNER.value),
+            )
+        return record
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            )
+        return _first(session_from_row(row) for row in rows)
+
+    async def list_sessions(self, user_id: str) -> list[tuple[SessionRecord, Role]]:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {prefixed('s', SESSION_COLUMNS)}, m.role "
+                "FROM session_members m JOIN sessions s ON s.id = m.session_id WHERE m.user_id = ? "
+                "ORDER BY s.updated_at DESC, s.created_at DESC, s.id",
+                (user_id,),
+            )
+        return [(session_from_row(row), Role(row[5])) for row in rows]
+
+    async def update_session(self, session_id: str, *, title: str) -> SessionRecord | None:
+        async with self._transaction() as db:
+            # max(): a wall clock stepped backwards must not make a session look older.
+            rows = await db.execute_fetchall(
+                f"UPDATE sessions SET title = ?, updated_at = max(updated_at, ?) WHERE id = ? "
+                f"RETURNING {SESSION_COLUMNS}",
+                (title, self._clock(), session_id),
+            )
+        return _first(session_from_row(row) for row in rows)
+
+    async def delete_session(self, session_id: str) -> bool:
+        async with self._transaction() as db:
+            # Memberships and log rows go by ON DELETE CASCADE; the room shares the session's id.
+            deleted = await _run(db, "DELETE FROM sessions WHERE id = ?", (session_id,))
+            await _run(db, "DELETE FROM crdt_rooms WHERE room = ?", (session_id,))
+        return bool(deleted)
+
+    async def set_member(self, session_id: str, user_id: str, role: Role) -> None:
+        async with self._transaction() as db:
+            with _foreign_key_is_not_found(f"no session {session_id!r} or no user {user_id!r}"):
+                await _run(
+                    db,
+                    "INSERT INTO session_members (session_id, user_id, role) VALUES (?, ?, ?) "
+                    "ON CONFLICT (session_id, user_id) DO UPDATE SET role = excluded.role",
+                    (session_id, user_id, Role(role).value),
+                )
+
+    async def remove_member(self, session_id: str, user_id: str) -> bool:
+        async with self._transaction() as db:
+            return bool(
+                await _run(
+                    db,
+                    "DELETE FROM session_members WHERE session_id = ? AND user_id = ?",
+                    (session_id, user_id),
+                )
+            )
+
+    async def get_role(self, session_id: str, user_id: str) -> Role | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                "SELECT role FROM session_members WHERE session_id = ? AND user_id = ?", (session_id, user_id)
+            )
+        return _first(Role(row[0]) for row in rows)
+
+    async def list_members(self, session_id: str) -> list[Member]:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                "SELECT m.user_id, u.email, u.name, m.role "
+                "FROM session_members m JOIN users u ON u.id = m.user_id WHERE m.session_id = ?",
+                (session_id,),
+            )
+        return sort_members(Member(user_id=r[0], email=r[1], name=r[2], role=Role(r[3])) for r in rows)
+
+    # CRDT rooms ---------------------------------------------------------------
+    async def load_room(self, room: str) -> RoomRecord:
+        # A read transaction, so a writer in another process cannot compact between the two reads.
+        async with self._transaction("DEFERRED") as db:
+            rooms = list(
+                await db.execute_fetchall(
+                    "SELECT snapshot, snapshot_seq, epoch FROM crdt_rooms WHERE room = ?", (room,)
+                )
+            )
+            if not rooms:
+                return RoomRecord(snapshot=None, snapshot_seq=0, epoch=0, updates=[])
+            snapshot, snapshot_seq, epoch = rooms[0]
+            rows = await db.execute_fetchall(
+                "SELECT seq, data FROM crdt_updates WHERE room = ? AND seq > ? ORDER BY seq",
+                (room, snapshot_seq),
+            )
+        return RoomRecord(
+            snapshot=snapshot,
+            snapshot_seq=int(snapshot_seq),
+            epoch=int(epoch),
+            updates=[(int(seq), bytes(data)) for seq, data in rows],
+        )
+
+    async def append_updates(self, room: str, updates: Sequence[bytes]) -> int:
+        if not updates:
+            async with self._locked() as db:
+                rows = await db.execute_fetchall("SELECT last_seq FROM crdt_rooms WHERE room = ?", (room,))
+            return int(_first(row[0] for row in rows) or 0)
+        async with self._transaction() as db:
+            # The room row is the allocator: bumping it by len(updates) reserves the whole
+            # range inside this transaction, so the log never has gaps or duplicates.
+            rows = await db.execute_fetchall(
+                "INSERT INTO crdt_rooms (room, last_seq) VALUES (?, ?) "
+                "ON CONFLICT (room) DO UPDATE SET last_seq = last_seq + excluded.last_seq RETURNING last_seq",
+                (room, len(updates)),
+            )
+            last_seq = int(next(iter(rows))[0])
+            first_seq = last_seq - len(updates) + 1
+            await db.executemany(
+                "INSERT INTO crdt_updates (room, seq, data) VALUES (?, ?, ?)",
+                [(room, first_seq + i, update) for i, update in enumerate(updates)],
+            )
+        return last_seq
+
+    async def compact(self, room: str, *, upto_seq: int, state: bytes) -> None:
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT snapshot_seq, last_seq FROM crdt_rooms WHERE room = ?", (room,)
+                )
+            )
+            snapshot_seq, last_seq = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+            if not compaction_applies(upto_seq=upto_seq, snapshot_seq=snapshot_seq, last_seq=last_seq):
+                return
+            await _run(
+                db,
+                "UPDATE crdt_rooms SET snapshot = ?, snapshot_seq = ? WHERE room = ?",
+                (state, upto_seq, room),
+            )
+            await _run(db, "DELETE FROM crdt_updates WHERE room = ? AND seq <= ?", (room, upto_seq))
+
+    async def reset_room(self, room: str, state: bytes) -> int:
+        async with self._transaction() as db:
+            # snapshot_seq jumps to last_seq rather than 0, so seqs never go back and any
+            # compaction computed before the reset is recognised as stale.
+            rows = await db.execute_fetchall(
+                "INSERT INTO crdt_rooms (room, epoch, snapshot, snapshot_seq, last_seq) "
+                "VALUES (?, 1, ?, 0, 0) ON CONFLICT (room) DO UPDATE "
+                "SET epoch = epoch + 1, snapshot = excluded.snapshot, snapshot_seq = last_seq "
+                "RETURNING epoch",
+                (room, state),
+            )
+            epoch = int(next(iter(rows))[0])
+            await _run(db, "DELETE FROM crdt_updates WHERE room = ?", (room,))
+        return epoch
+
+
+async def _run(db: aiosqlite.Connection, sql: str, parameters: Sequence[Any] = ()) -> int:
+    """Execute one statement and return how many rows it changed."""
+    async with db.execute(sql, parameters) as cursor:
+        return cursor.rowcount
+
+
+def _first(items: Iterable[_T]) -> _T | None:
+    return next(iter(items), None)
+
+
+@contextmanager
+def _foreign_key_is_not_found(message: str) -> Iterator[None]:
+    """A foreign-key violation means the referenced row does not exist."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if "FOREIGN KEY" in str(exc):
+            raise NotFound(message) from exc
+        raise

@@ -1,0 +1,1 @@
+"""Escenario: real-time collaborative audio server."""

@@ -1,0 +1,126 @@
+"""Accounts: password hashing (argon2id), sign-in tokens, and who may do what in a session."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from persistence.ports import Conflict as StoreConflict
+from persistence.ports import Role, SessionRecord, Store, User
+
+from . import errors
+
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # argon2 hashes anything, but a megabyte password is an attack
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored as SHA-256: they are random, so no slow hash is needed."""
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    user: User
+    token: str
+    expires_at: float
+
+
+class Accounts:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        token_ttl_s: int,
+        hasher: PasswordHasher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._ttl = token_ttl_s
+        self._hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+        self._clock = clock
+        # Verifying against a real hash for unknown e-mails keeps login time flat, so the
+        # response time does not reveal which addresses have accounts.
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    async def signup(self, *, email: str, password: str, name: str) -> Issued:
+        email = email.strip()
+        name = name.strip()
+        if not EMAIL_RE.match(email):
+            raise errors.ValidationFailed("email: not a valid e-mail address")
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise errors.ValidationFailed(f"password: must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+        if not 1 <= len(name) <= 100:
+            raise errors.ValidationFailed("name: must be 1 to 100 characters")
+        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        try:
+            user = await self._store.create_user(email=email, name=name, password_hash=password_hash)
+        except StoreConflict as exc:
+            raise errors.Conflict("an account with this e-mail already exists", code="email_taken") from exc
+        return await self.issue_token(user)
+
+    async def login(self, *, email: str, password: str) -> Issued:
+        creds = await self._store.get_credentials(email.strip())
+        stored_hash = creds.password_hash if creds else self._dummy_hash
+        ok = await asyncio.to_thread(self._verify, stored_hash, password[:MAX_PASSWORD])
+        if not ok or creds is None:
+            raise errors.NotAuthenticated("wrong e-mail or password", code="invalid_credentials")
+        if self._hasher.check_needs_rehash(creds.password_hash):
+            new_hash = await asyncio.to_thread(self._hasher.hash, password)
+            await self._store.set_password_hash(creds.user.id, new_hash)
+        return await self.issue_token(creds.user)
+
+    def _verify(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    async def issue_token(self, user: User) -> Issued:
+        token = secrets.token_urlsafe(32)
+        expires_at = self._clock() + self._ttl
+        await self._store.create_token(token_hash=hash_token(token), user_id=user.id, expires_at=expires_at)
+        return Issued(user, token, expires_at)
+
+    async def user_for_token(self, token: str) -> User | None:
+        if not token or len(token) > 256:
+            return None
+        return await self._store.user_for_token(hash_token(token), now=self._clock())
+
+    async def revoke(self, token: str) -> bool:
+        return await self._store.revoke_token(hash_token(token))
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    session: SessionRecord
+    role: Role
+
+
+async def session_access(store: Store, session_id: str, user: User) -> Access:
+    """The user's role in a session; 404 both for unknown sessions and for non-members.
+
+    Answering 404 rather than 403 to non-members keeps session ids from being probed.
+    """
+    session = await store.get_session(session_id) if len(session_id) <= 64 else None
+    role = await store.get_role(session_id, user.id) if session else None
+    if session is None or role is None:
+        raise errors.NotFound("no such session", code="session_not_found")
+    return Access(session, role)
+
+
+def require(access: Access, *roles: Role) -> None:
+    if access.role not in roles:
+        raise errors.Forbidden(
+            f"your role ({access.role.value}) may not do this; needs {' or '.join(r.value for r in roles)}",
+            code="role_forbidden",
+        )

@@ -1,0 +1,146 @@
+"""`/api/sessions/*`: create, list, read, rename, delete sessions and manage members."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from persistence.ports import Role
+
+from .. import errors
+from ..accounts import require, session_access
+from ..session.room import CloseCode
+from ..session.schema import init_document, set_title
+from .common import authenticate, field_str, read_json, services, session_json
+
+MAX_TITLE = 200
+_ASSIGNABLE = {"editor": Role.EDITOR, "viewer": Role.VIEWER}
+
+
+async def _write_title(request: Request, session_id: str, title: str, *, new: bool) -> None:
+    """The title also lives in the document, where every collaborator sees it change."""
+    rooms = services(request).rooms
+    runner = await rooms.acquire(session_id)
+    if new:
+        init_document(runner.room.doc, title=title)
+    else:
+        set_title(runner.room.doc, title)
+    runner.commit_local_changes()
+    await runner.drain()
+
+
+async def create_session(request: Request) -> Response:
+    caller = await authenticate(request)
+    data = await read_json(request)
+    title = field_str(data, "title", max_len=MAX_TITLE).strip()
+    store = services(request).store
+    record = await store.create_session(owner_id=caller.user.id, title=title)
+    await _write_title(request, record.id, title, new=True)
+    return JSONResponse(session_json(record, Role.OWNER.value), status_code=201)
+
+
+async def list_sessions(request: Request) -> Response:
+    caller = await authenticate(request)
+    rows = await services(request).store.list_sessions(caller.user.id)
+    return JSONResponse({"sessions": [session_json(s, role.value) for s, role in rows]})
+
+
+async def get_session(request: Request) -> Response:
+    caller = await authenticate(request)
+    svc = services(request)
+    access = await session_access(svc.store, request.path_params["session_id"], caller.user)
+    members = await svc.store.list_members(access.session.id)
+    body = session_json(access.session, access.role.value)
+    body["members"] = [
+        {"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role.value} for m in members
+    ]
+    runner = svc.rooms.get_loaded(access.session.id)
+    if runner is None:
+        runner = await svc.rooms.acquire(access.session.id)  # the caller is about to open it anyway
+    body["epoch"] = runner.room.epoch
+    return JSONResponse(body)
+
+
+async def patch_session(request: Request) -> Response:
+    caller = await authenticate(request)
+    store = services(request).store
+    access = await session_access(store, request.path_params["session_id"], caller.user)
+    require(access, Role.OWNER, Role.EDITOR)
+    data = await read_json(request)
+    unknown = set(data) - {"title"}
+    if unknown:
+        raise errors.ValidationFailed(f"cannot change: {', '.join(sorted(unknown))}")
+    record = access.session
+    if "title" in data:
+        title = field_str(data, "title", max_len=MAX_TITLE).strip()
+        updated = await store.update_session(record.id, title=title)
+        if updated is None:
+            raise errors.NotFound("no such session", code="session_not_found")
+        record = updated
+        await _write_title(request, record.id, title, new=False)
+    return JSONResponse(session_json(record, access.role.value))
+
+
+async def delete_session(request: Request) -> Response:
+    caller = await authenticate(request)
+    svc = services(request)
+    access = await session_access(svc.store, request.path_params["session_id"], caller.user)
+    require(access, Role.OWNER)
+    await svc.rooms.delete(access.session.id)
+    await svc.store.delete_session(access.session.id)
+    return Response(status_code=204)
+
+
+async def add_member(request: Request) -> Response:
+    caller = await authenticate(request)
+    svc = services(request)
+    access = await session_access(svc.store, request.path_params["session_id"], caller.user)
+    require(access, Role.OWNER)
+    data = await read_json(request)
+    email = field_str(data, "email", max_len=320).strip()
+    role_name = data.get("role")
+    if role_name not in _ASSIGNABLE:
+        raise errors.ValidationFailed("role: must be 'editor' or 'viewer'")
+    role = _ASSIGNABLE[role_name]
+    creds = await svc.store.get_credentials(email)
+    if creds is None:
+        raise errors.NotFound("no account uses this e-mail address", code="user_not_found")
+    user = creds.user
+    if user.id == access.session.owner_id:
+        raise errors.Conflict("the owner's role cannot be changed", code="is_owner")
+    previous = await svc.store.get_role(access.session.id, user.id)
+    await svc.store.set_member(access.session.id, user.id, role)
+    if previous is not None and previous != role:
+        # Open sockets were authorised with the old role: make them reconnect with the new one.
+        svc.rooms.kick_user(access.session.id, user.id, CloseCode.ROLE_CHANGED, "your role changed")
+    status = 200 if previous is not None else 201
+    return JSONResponse(
+        {"user_id": user.id, "email": user.email, "name": user.name, "role": role.value}, status_code=status
+    )
+
+
+async def remove_member(request: Request) -> Response:
+    caller = await authenticate(request)
+    svc = services(request)
+    access = await session_access(svc.store, request.path_params["session_id"], caller.user)
+    user_id = request.path_params["user_id"]
+    if user_id != caller.user.id:
+        require(access, Role.OWNER)
+    if user_id == access.session.owner_id:
+        raise errors.Conflict("the owner cannot be removed; delete the session instead", code="is_owner")
+    if not await svc.store.remove_member(access.session.id, user_id):
+        raise errors.NotFound("not a member of this session", code="member_not_found")
+    svc.rooms.kick_user(access.session.id, user_id, CloseCode.FORBIDDEN, "you were removed from this session")
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/api/sessions", create_session, methods=["POST"]),
+    Route("/api/sessions", list_sessions, methods=["GET"]),
+    Route("/api/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/api/sessions/{session_id}", patch_session, methods=["PATCH"]),
+    Route("/api/sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route("/api/sessions/{session_id}/members", add_member, methods=["POST"]),
+    Route("/api/sessions/{session_id}/members/{user_id}", remove_member, methods=["DELETE"]),
+]

@@ -1,0 +1,126 @@
+"""Composition root: the only place that builds concrete adapters and wires them together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from persistence.factory import open_store
+from persistence.ports import Store
+
+from . import errors
+from .accounts import Accounts
+from .api import auth as auth_api
+from .api import sessions as sessions_api
+from .api.common import error_response, services
+from .config import Settings
+from .services import Services
+from .session.hub import HubConfig, RoomManager
+from .session.room import RoomLimits
+from .transport import sync_ws
+from .transport.limits import KeyedRateLimiter
+
+log = logging.getLogger(__name__)
+
+_NO_CLIENT_PAGE = """<!doctype html><meta charset="utf-8"><title>Escenario</title>
+<p>The web client is not built. Run <code>make run</code>
+(or <code>cd web_client && npm ci && npm run build</code>).</p>
+"""
+
+
+async def healthz(request: Request) -> Response:
+    svc = services(request)
+    try:
+        await svc.store.get_user("healthcheck")
+    except Exception as exc:
+        log.exception("health check: store unavailable")
+        return JSONResponse({"status": "degraded", "store": str(exc)[:200]}, status_code=503)
+    return JSONResponse({"status": "ok", "rooms": len(svc.rooms.loaded_rooms)})
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse({"error": {"code": code, "message": exc.detail}}, status_code=exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": {"code": "internal_error", "message": "internal server error"}}, status_code=500
+    )
+
+
+def _web_mount(web_dir: Path) -> Mount | Route:
+    if (web_dir / "index.html").is_file():
+        return Mount("/", app=StaticFiles(directory=web_dir, html=True), name="web")
+
+    async def placeholder(request: Request) -> Response:
+        return HTMLResponse(_NO_CLIENT_PAGE)
+
+    return Route("/", placeholder)
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
+    """Build the ASGI app. `store` may be injected (tests); otherwise it comes from the URL."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        the_store = store or await open_store(settings.resolved_database_url, data_dir=settings.data_dir)
+        rooms = RoomManager(
+            the_store,
+            HubConfig(
+                compact_after_rows=settings.compact_after_rows,
+                unload_grace_s=settings.unload_grace_s,
+                limits=RoomLimits(max_pending_bytes=settings.max_pending_bytes),
+            ),
+        )
+        app.state.services = Services(
+            settings=settings,
+            store=the_store,
+            accounts=Accounts(the_store, token_ttl_s=settings.token_ttl_s),
+            rooms=rooms,
+            connect_limiter=KeyedRateLimiter(settings.connects_per_minute_per_ip),
+        )
+        await rooms.start()
+        log.info("escenario ready", extra={"database": settings.resolved_database_url.split("@")[-1]})
+        try:
+            yield
+        finally:
+            # Every update is already in the log; this compacts rooms and closes sockets cleanly.
+            await rooms.close()
+            if store is None:
+                await the_store.close()
+            log.info("escenario stopped")
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *auth_api.routes,
+        *sessions_api.routes,
+        *sync_ws.routes,
+        _web_mount(settings.web_dir),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            errors.ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )

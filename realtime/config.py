@@ -1,0 +1,81 @@
+"""Server settings: defaults, then `ESCENARIO_*` environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./var")
+    # Empty means the embedded default: SQLite in the data directory.
+    database_url: str = ""
+    # Scale-out backends (broker, job queue) use Redis when this is set; empty means in-process.
+    redis_url: str = ""
+    web_dir: Path = field(default_factory=lambda: _REPO_ROOT / "web_client" / "dist")
+    log_level: str = "info"
+    log_format: str = "json"  # json | text
+
+    # accounts
+    token_ttl_s: int = 30 * 24 * 3600
+    cookie_secure: bool = False
+
+    # sync limits
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_pending_bytes: int = 4 * 1024 * 1024
+    send_queue_bytes: int = 32 * 1024 * 1024
+    connects_per_minute_per_ip: int = 600
+    messages_per_second: float = 1000.0
+    message_burst: int = 5000
+    max_connections_per_user: int = 64
+    compact_after_rows: int = 500
+    unload_grace_s: float = 30.0
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'escenario.db').resolve()}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _coerce(kind: Any, raw: str, name: str) -> Any:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if kind_name == "int":
+            return int(raw)
+        if kind_name == "float":
+            return float(raw)
+        if kind_name == "bool":
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if kind_name == "Path":
+            return Path(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind_name}") from exc
+    return raw
+
+
+def settings_from_env(env: Mapping[str, str] | None = None, base: Settings | None = None) -> Settings:
+    """Overlay `ESCENARIO_<FIELD>` variables (upper case) on `base` (defaults if None)."""
+    env = os.environ if env is None else env
+    base = base or Settings()
+    changes: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f"ESCENARIO_{f.name.upper()}"
+        if name in env:
+            changes[f.name] = _coerce(f.type, env[name], name)
+    return base.replace(**changes)

@@ -1,0 +1,1 @@
+"""DSP graph and kernels; arrives with the DSP engine issue."""
