@@ -61,6 +61,8 @@ def serve(settings: Settings) -> None:
         # Yjs updates are small binary diffs: compressing them costs CPU on the hot path and
         # saves almost nothing.
         ws_per_message_deflate=False,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
         timeout_graceful_shutdown=10,
         lifespan="on",
     )

@@ -37,6 +37,10 @@ class Settings:
     messages_per_second: float = 1000.0
     message_burst: int = 5000
     max_connections_per_user: int = 64
+    # WebSocket keep-alive: a peer that answers no ping within the timeout is dropped, which
+    # also frees a laggard that stopped reading altogether.
+    ws_ping_interval_s: float = 20.0
+    ws_ping_timeout_s: float = 20.0
     compact_after_rows: int = 500
     unload_grace_s: float = 30.0
 

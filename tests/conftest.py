@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -49,3 +51,43 @@ def node_client() -> Iterator[Callable[..., NodeClient]]:
     finally:
         for c in clients:
             c.close()
+
+
+POSTGRES_URL = os.environ.get("ESCENARIO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def _pg(sql: str) -> str | None:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc!r}"
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server process on each backend: SQLite (embedded default) and PostgreSQL."""
+    if request.param == "sqlite":
+        srv = ServerProcess(tmp_path / "data")
+        srv.start()
+        try:
+            yield srv
+        finally:
+            srv.kill()
+        return
+    schema = f"srv_{uuid.uuid4().hex}"
+    problem = asyncio.run(_pg(f'CREATE SCHEMA "{schema}"'))
+    require(problem is None, problem or "")
+    srv = ServerProcess(tmp_path / "data", database_url=f"{POSTGRES_URL}?search_path={schema}")
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.kill()
+        asyncio.run(_pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

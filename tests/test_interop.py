@@ -142,7 +142,8 @@ def test_restart_and_reload_without_duplicated_content(
     assert a.call("get") == doc
 
 
-def test_sigkill_loses_nothing_a_client_received(server: ServerProcess, node_client: MakeClient) -> None:
+def test_sigkill_loses_nothing_a_client_received(any_server: ServerProcess, node_client: MakeClient) -> None:
+    server = any_server
     token, sid = owner_and_session(server)
     writer = node_client(server.ws_base, sid, token, "Writer")
     reader = node_client(server.ws_base, sid, token, "Reader")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from pycrdt import Doc, Map, Text
@@ -405,7 +406,7 @@ async def test_concurrent_appends_and_compaction(store: Store) -> None:
 
 
 async def test_pycrdt_round_trip(store: Store) -> None:
-    doc = Doc()
+    doc: Doc[Any] = Doc()
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
     text = doc.get("notes", type=Text)
@@ -418,7 +419,7 @@ async def test_pycrdt_round_trip(store: Store) -> None:
 
     compact_at = await store.append_updates("room", updates[:5])
     loaded = await store.load_room("room")
-    replay = Doc()
+    replay: Doc[Any] = Doc()
     for _, update in loaded.updates:
         replay.apply_update(update)
     await store.compact("room", upto_seq=compact_at, state=replay.get_update())
@@ -429,7 +430,7 @@ async def test_pycrdt_round_trip(store: Store) -> None:
     assert record.snapshot is not None
     assert record.snapshot_seq == compact_at == 5
     assert [seq for seq, _ in record.updates] == [6, 7, 8]
-    rebuilt = Doc()
+    rebuilt: Doc[Any] = Doc()
     rebuilt.apply_update(record.snapshot)
     for _, update in record.updates:
         rebuilt.apply_update(update)
