@@ -132,7 +132,11 @@ class Store(Protocol):
         """Deletes the session, its memberships and its CRDT room (snapshot and log)."""
 
     async def set_member(self, session_id: str, user_id: str, role: Role) -> None:
-        """Insert or change a membership."""
+        """Insert or change a membership.
+
+        The store does not guard the owner's membership; the API layer refuses to demote or
+        remove an owner.
+        """
 
     async def remove_member(self, session_id: str, user_id: str) -> bool: ...
 
@@ -156,7 +160,8 @@ class Store(Protocol):
         """Atomically store `state` as the snapshot at `upto_seq` and delete log rows <= it.
 
         Rows appended after `upto_seq` are kept. A compaction older than the stored snapshot
-        is ignored.
+        is ignored (this also discards one computed before a `reset_room`). An `upto_seq`
+        beyond the last appended row raises `ValueError`: the snapshot would hide later rows.
         """
 
     async def reset_room(self, room: str, state: bytes) -> int:
