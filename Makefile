@@ -7,7 +7,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 WEB_SOURCES := $(shell find web_client/src web_client/index.html web_client/vite.config.ts web_client/tsconfig.json -type f 2>/dev/null)
 
-.PHONY: run test install web interop lint typecheck pytest bench clean
+.PHONY: run test install web interop browser lint typecheck pytest bench clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/
 	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Debian's Chromium for tests/test_browser.py (Playwright drives it; it never downloads a browser).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 run: install web
 	$(BIN)/escenario serve $(ARGS)
 
@@ -38,10 +42,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install web interop
+pytest: install web interop browser
 	$(BIN)/pytest $(ARGS)
 
-test: install web interop lint typecheck
+test: install web interop browser lint typecheck
 	cd web_client && npm test --silent
 	$(BIN)/pytest -q -p no:cacheprovider $(ARGS)
 

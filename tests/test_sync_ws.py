@@ -222,3 +222,42 @@ def test_random_frames_never_break_the_room(client: TestClient) -> None:
         assert doc.get("session", type=pycrdt.Map)["after"] == "fuzz"
         assert doc.get("session", type=pycrdt.Map)["title"] == "T"
     assert client.get("/healthz").status_code == 200
+
+
+def test_cookie_auth_works_same_origin_only(client: TestClient) -> None:
+    token = signup(client, "o@example.com")
+    sid = new_session(client, token)
+    r = client.post("/api/auth/login", json={"email": "o@example.com", "password": "correct horse"})
+    assert r.status_code == 200
+    with client.websocket_connect(f"/sync/{sid}", headers={"origin": "http://testserver"}) as ws:
+        handshake(ws)
+    # A page on another site can make the browser attach the cookie; it must not count.
+    with client.websocket_connect(f"/sync/{sid}", headers={"origin": "https://evil.example"}) as ws:
+        expect_close(ws, 4401)
+
+
+def test_removed_member_is_disconnected_with_4403(client: TestClient) -> None:
+    owner = signup(client, "o@example.com")
+    member = signup(client, "m@example.com")
+    sid = new_session(client, owner)
+    hdr = {"authorization": f"Bearer {owner}"}
+    client.post(
+        f"/api/sessions/{sid}/members", json={"email": "m@example.com", "role": "editor"}, headers=hdr
+    )
+    member_id = client.get("/api/me", headers={"authorization": f"Bearer {member}"}).json()["user"]["id"]
+    with client.websocket_connect(f"/sync/{sid}?token={member}") as ws:
+        handshake(ws)
+        assert client.delete(f"/api/sessions/{sid}/members/{member_id}", headers=hdr).status_code == 204
+        expect_close(ws, 4403)
+
+
+def test_deleted_session_closes_open_sockets_with_4404(client: TestClient) -> None:
+    owner = signup(client, "o@example.com")
+    sid = new_session(client, owner)
+    with client.websocket_connect(f"/sync/{sid}?token={owner}") as ws:
+        handshake(ws)
+        assert (
+            client.delete(f"/api/sessions/{sid}", headers={"authorization": f"Bearer {owner}"}).status_code
+            == 204
+        )
+        expect_close(ws, 4404)

@@ -77,6 +77,7 @@ class RoomRunner:
         self.snapshot_seq = snapshot_seq
         self.empty_since: float | None = time.monotonic()
         self._compacting = False
+        self._rebuilding = False
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"room-flush-{room.name}")
 
     @property
@@ -101,7 +102,8 @@ class RoomRunner:
 
     def receive(self, conn: int, frame: bytes) -> None:
         self.submit(self.room.receive(conn, frame, time.monotonic()))
-        if self.room.needs_rebuild:
+        if self.room.needs_rebuild and not self._rebuilding:
+            self._rebuilding = True
             asyncio.get_running_loop().create_task(self._rebuild())
 
     def commit_local_changes(self) -> None:
@@ -205,10 +207,15 @@ class RoomRunner:
         log.info("room %s: compacted up to seq %d (%d bytes)", self.room.name, upto, len(state))
 
     async def _rebuild(self) -> None:
-        await self.drain()
-        record = await self._store.load_room(self.room.name)
-        self.room.replace_doc(build_doc(record.snapshot, (u for _, u in record.updates)))
-        log.warning("room %s: rebuilt from the store to drop pending updates", self.room.name)
+        try:
+            await self.drain()
+            record = await self._store.load_room(self.room.name)
+            self.room.replace_doc(build_doc(record.snapshot, (u for _, u in record.updates)))
+            log.warning("room %s: rebuilt from the store to drop pending updates", self.room.name)
+        except Exception:
+            log.exception("room %s: rebuild failed", self.room.name)
+        finally:
+            self._rebuilding = False
 
     async def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "room closed") -> None:
         if self._closed:

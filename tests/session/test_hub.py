@@ -234,3 +234,28 @@ async def test_kick_user_closes_only_their_connections(store: SqliteStore) -> No
     assert alice1.closed == alice2.closed == (CloseCode.FORBIDDEN, "removed")
     assert bob.closed is None
     await manager.close()
+
+
+async def test_room_over_its_pending_cap_is_rebuilt_from_the_log(store: SqliteStore) -> None:
+    from realtime.session.room import RoomLimits
+
+    manager = RoomManager(store, HubConfig(limits=RoomLimits(max_pending_bytes=200)))
+    runner = await manager.acquire("room")
+    good, bad = FakePeer(), FakePeer()
+    runner.join(1, good, can_edit=True)
+    runner.join(2, bad, can_edit=True)
+    (kept,) = edits(1, start=500)
+    runner.receive(1, p.update_message(kept))
+    orphans = edits(30)[1:]  # their first dependency never arrives
+    for u in orphans:
+        runner.receive(2, p.update_message(u))
+    await runner.drain()
+    assert bad.closed is not None
+    assert bad.closed[0] == CloseCode.POLICY
+    for _ in range(100):
+        if not runner.room.needs_rebuild:
+            break
+        await asyncio.sleep(0.01)
+    assert runner.room.stats.pending_bytes == 0
+    assert runner.room.doc.get("session", type=pycrdt.Map).to_py() == {"k500": 500}
+    await manager.close()

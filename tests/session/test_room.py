@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pycrdt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from realtime.session import protocol as p
 from realtime.session.room import Broadcast, Close, CloseCode, Persist, Room, RoomLimits, Send
@@ -176,3 +178,20 @@ def test_local_server_edits_become_persist_and_broadcast() -> None:
     assert [type(e) for e in effects] == [Persist, Broadcast]
     assert isinstance(effects[1], Broadcast)
     assert effects[1].exclude is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=48), max_size=8))
+def test_fuzzed_frames_leave_the_room_healthy(frames: list[bytes]) -> None:
+    room = Room("r", pycrdt.Doc())
+    room.connect(1, can_edit=True)
+    room.connect(2, can_edit=True)
+    for frame in frames:
+        for effect in room.receive(1, frame, now=0):
+            if isinstance(effect, Close):
+                assert effect.conn == 1
+                assert effect.code in (CloseCode.INVALID_PAYLOAD, CloseCode.POLICY)
+    _, update = client_update({"after": "fuzz"})
+    effects = room.receive(2, p.update_message(update), now=0)
+    assert any(isinstance(e, Persist) for e in effects)
+    assert room.doc.get("session", type=pycrdt.Map)["after"] == "fuzz"
