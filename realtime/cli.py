@@ -44,6 +44,7 @@ def serve(settings: Settings) -> None:
 
     from .app import create_app
     from .logs import configure_logging
+    from .transport.uvicorn_ws import EscenarioWebSocketProtocol
 
     configure_logging(settings.log_level, settings.log_format)
     if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
@@ -56,7 +57,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        ws="websockets",
+        ws=EscenarioWebSocketProtocol,
         ws_max_size=settings.max_message_bytes,
         # Yjs updates are small binary diffs: compressing them costs CPU on the hot path and
         # saves almost nothing.

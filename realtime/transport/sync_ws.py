@@ -1,9 +1,9 @@
 """`/sync/{session_id}`: the y-websocket endpoint.
 
 The endpoint authenticates, applies per-IP and per-connection limits and moves frames
-between the socket and the room's runner. Each connection has a bounded outbound queue
-drained by its own writer task, so a slow reader only ever delays itself; when its queue
-overflows it is closed.
+between the socket and the room's runner. Outbound, each connection is a peer (see
+`peers.py`) whose backlog is bounded, so a slow reader only ever delays itself; when its
+backlog overflows it is dropped.
 
 Denials are sent as close codes *after* accepting, because a refused HTTP upgrade reaches the
 browser as 1006 and y-websocket would retry forever; it stops on 4400-4499.
@@ -11,13 +11,10 @@ browser as 1006 and y-websocket would retry forever; it stops on 4400-4499.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
 import logging
 
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from .. import errors
 from ..accounts import session_access
@@ -25,65 +22,10 @@ from ..api.common import SESSION_COOKIE, services
 from ..session.hub import RoomRunner
 from ..session.room import CloseCode
 from .limits import TokenBucket
+from .peers import DirectPeer, QueuedPeer, SyncPeer
+from .uvicorn_ws import DIRECT_EXTENSION
 
 log = logging.getLogger(__name__)
-
-
-class WebSocketPeer:
-    """A connection's outbound side: bounded byte queue plus one writer task."""
-
-    def __init__(self, ws: WebSocket, user_id: str, *, max_queue_bytes: int) -> None:
-        self.user_id = user_id
-        self._ws = ws
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._queued_bytes = 0
-        self._max = max_queue_bytes
-        self._wake = asyncio.Event()
-        self._close: tuple[int, str] | None = None
-        self.closed = asyncio.Event()
-
-    def enqueue(self, frame: bytes) -> bool:
-        if self._close is not None:
-            return True
-        if self._queued_bytes + len(frame) > self._max and self._queue:
-            return False
-        self._queue.append(frame)
-        self._queued_bytes += len(frame)
-        self._wake.set()
-        return True
-
-    @property
-    def closing(self) -> bool:
-        return self._close is not None
-
-    def close(self, code: int, reason: str) -> None:
-        if self._close is None:
-            self._close = (code, reason)
-            if code == CloseCode.TRY_AGAIN_LATER:
-                self._queue.clear()  # a laggard gets no more backlog
-                self._queued_bytes = 0
-            self._wake.set()
-
-    async def run(self) -> None:
-        ws = self._ws
-        queue = self._queue
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while queue:
-                    frame = queue.popleft()
-                    self._queued_bytes -= len(frame)
-                    await ws.send_bytes(frame)
-                if self._close is not None:
-                    code, reason = self._close
-                    if ws.application_state == ws.client_state == WebSocketState.CONNECTED:
-                        await ws.close(code, reason)
-                    return
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            return  # the socket went away under us; the reader side cleans up
-        finally:
-            self.closed.set()
 
 
 async def _deny(ws: WebSocket, code: int, reason: str) -> None:
@@ -136,8 +78,12 @@ async def sync_endpoint(ws: WebSocket) -> None:
         return
 
     conn = rooms.next_connection_id()
-    peer = WebSocketPeer(ws, user.id, max_queue_bytes=settings.send_queue_bytes)
-    writer = asyncio.create_task(peer.run(), name=f"sync-writer-{conn}")
+    direct = ws.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+    peer: SyncPeer
+    if direct is not None:
+        peer = DirectPeer(ws, direct, user.id, max_buffer_bytes=settings.send_queue_bytes)
+    else:
+        peer = QueuedPeer(ws, user.id, max_queue_bytes=settings.send_queue_bytes)
     bucket = TokenBucket(settings.messages_per_second, settings.message_burst)
     runner.join(conn, peer, can_edit=access.role.can_edit)
     log.info(
@@ -147,18 +93,12 @@ async def sync_endpoint(ws: WebSocket) -> None:
         await _read_loop(ws, runner, conn, peer, bucket, settings.max_message_bytes)
     finally:
         runner.leave(conn)
-        if not writer.done():
-            peer.close(CloseCode.GOING_AWAY, "bye")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(writer), 2.0)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+        await peer.finish()
         log.info("sync disconnect", extra={"room": session_id, "conn": conn})
 
 
 async def _read_loop(
-    ws: WebSocket, runner: RoomRunner, conn: int, peer: WebSocketPeer, bucket: TokenBucket, max_bytes: int
+    ws: WebSocket, runner: RoomRunner, conn: int, peer: SyncPeer, bucket: TokenBucket, max_bytes: int
 ) -> None:
     receive = ws.receive
     while True:

@@ -1,0 +1,149 @@
+"""A connection's outbound side, as the room runner sees it (`session.hub.Peer`).
+
+Two implementations with one contract (`enqueue` never blocks; a peer over its backlog
+bound is dropped, never waited for):
+
+- `DirectPeer`, under our uvicorn protocol: a broadcast is framed once (`wsframe`) and the
+  same bytes are written to every transport; the transport's own write buffer is the backlog.
+  No task switch and no ASGI round trip per delivery.
+- `QueuedPeer`, under any other ASGI server (and the test client): a bounded queue drained by
+  one writer task through plain ASGI `send`, whose `await` carries the backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ..session.room import CloseCode
+from .uvicorn_ws import DirectChannel
+from .wsframe import binary_frame
+
+
+class SyncPeer(Protocol):
+    user_id: str
+
+    @property
+    def closing(self) -> bool: ...
+
+    def enqueue(self, frame: bytes) -> bool: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    async def finish(self) -> None:
+        """Release the peer's resources once the connection's reader has ended."""
+
+
+class DirectPeer:
+    # A broadcast hands the same bytes object to every peer in turn, so a one-entry cache
+    # keyed by identity frames each message exactly once. Holding the reference keeps the
+    # identity check sound: the object cannot be freed and its id reused while cached.
+    _framed_data: bytes | None = None
+    _framed_wire: bytes = b""
+
+    def __init__(self, ws: WebSocket, channel: DirectChannel, user_id: str, *, max_buffer_bytes: int) -> None:
+        self.user_id = user_id
+        self._ws = ws
+        self._channel = channel
+        self._max = max_buffer_bytes
+        self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def enqueue(self, frame: bytes) -> bool:
+        if self._closing or not self._channel.open:
+            return True  # going away: nothing more to deliver, and nothing to complain about
+        if frame is not DirectPeer._framed_data:
+            DirectPeer._framed_wire = binary_frame(frame)
+            DirectPeer._framed_data = frame
+        if self._channel.buffered() > self._max:
+            return False
+        self._channel.write(DirectPeer._framed_wire)
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if code == CloseCode.TRY_AGAIN_LATER and self._channel.buffered() > self._max:
+            # A laggard's socket is full: a close frame would queue behind megabytes it does
+            # not read. Drop the connection; the client reconnects and resyncs.
+            self._channel.abort()
+            return
+        if self._channel.open:
+            self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await self._ws.close(code, reason)
+
+    async def finish(self) -> None:
+        if self._close_task is not None:
+            await self._close_task
+
+
+class QueuedPeer:
+    def __init__(self, ws: WebSocket, user_id: str, *, max_queue_bytes: int) -> None:
+        self.user_id = user_id
+        self._ws = ws
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
+        self._max = max_queue_bytes
+        self._wake = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self._writer = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def closing(self) -> bool:
+        return self._close is not None
+
+    def enqueue(self, frame: bytes) -> bool:
+        if self._close is not None:
+            return True
+        if self._queued_bytes + len(frame) > self._max and self._queue:
+            return False
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
+        self._wake.set()
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+            if code == CloseCode.TRY_AGAIN_LATER:
+                self._queue.clear()  # a laggard gets no more backlog
+                self._queued_bytes = 0
+            self._wake.set()
+
+    async def _run(self) -> None:
+        ws = self._ws
+        queue = self._queue
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while queue:
+                    frame = queue.popleft()
+                    self._queued_bytes -= len(frame)
+                    await ws.send_bytes(frame)
+                if self._close is not None:
+                    code, reason = self._close
+                    if ws.application_state == ws.client_state == WebSocketState.CONNECTED:
+                        await ws.close(code, reason)
+                    return
+
+    async def finish(self) -> None:
+        if not self._writer.done():
+            self.close(CloseCode.GOING_AWAY, "bye")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
