@@ -1,14 +1,15 @@
 """The anchor for `sync_fanout.py`: pycrdt-websocket's ASGI server under uvicorn.
 
-uvicorn gets the options `escenario serve` uses (websockets implementation, no per-message
-deflate, 16 MiB frames, the same loop and HTTP defaults, warning-level logging), so the only
-difference left is the server code. The room name is the URL path, as in pycrdt-websocket.
+uvicorn gets the options `escenario serve` is run with (no per-message deflate, 16 MiB frames,
+the same loop and HTTP defaults, graceful-shutdown timeout, warning-level logging) and the stock
+`websockets` WebSocket implementation (`--ws` picks another, e.g. `websockets-sansio`), so what
+differs is the server code. The room name is the URL path, as in pycrdt-websocket.
 
 By default rooms have no store, which is pycrdt-websocket's default. `--store-dir` gives every
 room a pycrdt-store `SQLiteYStore` (the setup jupyter-collaboration uses); it writes each update
 in the background after broadcasting it.
 
-Usage: python benchmarks/_pycrdt_websocket_server.py --port 8001 [--store-dir DIR]
+Usage: python benchmarks/_pycrdt_websocket_server.py --port 8001 [--store-dir DIR] [--ws IMPL]
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--store-dir", type=Path, help="persist rooms in DIR/ystore.db (SQLiteYStore)")
+    parser.add_argument(
+        "--ws", default="websockets", help="uvicorn WebSocket implementation (default websockets)"
+    )
     args = parser.parse_args()
 
     websocket_server: WebsocketServer
@@ -64,7 +68,7 @@ def main() -> None:
         host=args.host,
         port=args.port,
         log_level="warning",
-        ws="websockets",
+        ws=args.ws,
         ws_max_size=MAX_MESSAGE_BYTES,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,

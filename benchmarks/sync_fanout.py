@@ -12,9 +12,10 @@ every reader must receive every update. For each run we report
 
 The same load runs against Escenario (`python -m realtime.cli serve`, embedded SQLite: every
 update is committed to the log before it is broadcast) and against pycrdt-websocket's ASGI server
-under uvicorn with the same uvicorn options (`benchmarks/_pycrdt_websocket_server.py`; no store,
-its default). `pycrdt-websocket+store` gives the anchor's rooms an `SQLiteYStore`, written in the
-background after broadcasting. pycrdt-websocket also echoes each update to its sender; that send
+under uvicorn with the same uvicorn options and uvicorn's stock `websockets` implementation
+(`benchmarks/_pycrdt_websocket_server.py`, `--anchor-ws` to change it; no store, its default).
+`pycrdt-websocket+store` gives the anchor's rooms an `SQLiteYStore`, written in the background
+after broadcasting. pycrdt-websocket also echoes each update to its sender; that send
 is server work but not a delivered update, so the anchor's numbers include it (1/readers extra).
 
 Every run starts fresh server processes; runs alternate between servers and the reported value
@@ -26,9 +27,13 @@ small machine. Readers recognise an update by its bytes: both servers re-broadca
 (checked on every run: an unknown frame fails the run).
 
 Usage:
-    python benchmarks/sync_fanout.py                    # 2000 updates at 500/s, 20 and 100 readers, 3 repeats
-    python benchmarks/sync_fanout.py --quick            # smoke test
-    python benchmarks/sync_fanout.py --json --plot      # also write benchmarks/results/sync_fanout.{json,png}
+    python benchmarks/sync_fanout.py                # 2000 updates at 500/s, 20 and 100 readers, 3 repeats
+    python benchmarks/sync_fanout.py --quick        # smoke test
+    python benchmarks/sync_fanout.py --json --plot  # also write benchmarks/results/sync_fanout.{json,png}
+    python benchmarks/sync_fanout.py --servers escenario,escenario-nolog   # what persisting costs
+
+Linux only (reads /proc). All connections use one account, so the Escenario server is started
+with ESCENARIO_MAX_CONNECTIONS_PER_USER and the per-IP connect and message limits raised.
 
 Targets (issue): at 20 readers Escenario uses ≥ 3x less server CPU per delivered update than
 pycrdt-websocket (no store), and its p99 delivery latency is ≤ 10 ms.
@@ -55,16 +60,20 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 ANCHOR_SCRIPT = ROOT / "benchmarks" / "_pycrdt_websocket_server.py"
+VARIANT_SCRIPT = ROOT / "benchmarks" / "_escenario_variant_server.py"
 
 ESCENARIO = "escenario"
 ANCHOR = "pycrdt-websocket"
 ANCHOR_STORE = "pycrdt-websocket+store"
 SERVERS = (ESCENARIO, ANCHOR, ANCHOR_STORE)
+# Diagnostic only (not run by default): Escenario without its update log, to show what persisting costs.
+ESCENARIO_NOLOG = "escenario-nolog"
+KNOWN_SERVERS = (*SERVERS, ESCENARIO_NOLOG)
 
 CPU_TARGET_RATIO = 3.0
 P99_TARGET_MS = 10.0
@@ -120,7 +129,7 @@ def own_cpu_s() -> float:
 # --------------------------------------------------------------------------------------------
 # Load generator (runs in its own process: `sync_fanout.py _loadgen ...`)
 # --------------------------------------------------------------------------------------------
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def mask_frame(payload: bytes, opcode: int = 0x2) -> bytes:
@@ -169,12 +178,13 @@ class WsClient(asyncio.Protocol):
 
     # asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not subclass asyncio.Transport but have its methods.
+        self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.write(self._request + b"Sec-WebSocket-Key: " + self._key + b"\r\n\r\n")
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._transport.write(self._request + b"Sec-WebSocket-Key: " + self._key + b"\r\n\r\n")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish(f"connection lost ({exc!r})" if exc else "connection lost")
@@ -463,6 +473,9 @@ async def run_load(
         return client
 
     try:
+        # The writer first and alone: pycrdt-websocket races when the first connections to a
+        # room arrive together (both start the room; one fails).
+        writer = await connect(writer_handler())
         gate = asyncio.Semaphore(25)
 
         async def connect_reader() -> WsClient:
@@ -470,11 +483,11 @@ async def run_load(
                 return await connect(on_reader)
 
         await asyncio.gather(*(connect_reader() for _ in range(readers)))
-        writer = await connect(writer_handler())
         # Warm-up: connections, code paths and allocations settle before the clock starts.
         masked = [mask_frame(f) for f in frames]  # before the clock starts
-        await _send_paced(writer, masked[:warmup], 0, rate, tally.sent_at)
-        await _wait_or_fail(tally.warm_done, clients, 30, "warm-up")
+        if warmup:
+            await _send_paced(writer, masked[:warmup], 0, rate, tally.sent_at)
+            await _wait_or_fail(tally.warm_done, clients, 30, "warm-up")
         await asyncio.sleep(0.25)
 
         cpu0 = group_cpu(pgid)
@@ -560,8 +573,9 @@ def free_port() -> int:
 class Server:
     """One server under test in its own process group (`pgid == proc.pid`)."""
 
-    def __init__(self, kind: str, workdir: Path) -> None:
+    def __init__(self, kind: str, workdir: Path, *, anchor_ws: str = "websockets") -> None:
         self.kind = kind
+        self.anchor_ws = anchor_ws
         self.workdir = workdir
         self.port = free_port()
         self.log_path = workdir / f"{kind}.log"
@@ -575,16 +589,15 @@ class Server:
 
     def start(self) -> None:
         env = dict(os.environ)
-        if self.kind == ESCENARIO:
-            cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(self.port)]
-            cmd += [
-                "--data-dir",
-                str(self.workdir / "data"),
-                "--log-level",
-                "warning",
-                "--log-format",
-                "text",
-            ]
+        if self.kind in (ESCENARIO, ESCENARIO_NOLOG):
+            # `escenario serve`, or the same CLI with its update log stubbed out.
+            cmd = (
+                [sys.executable, "-m", "realtime.cli"]
+                if self.kind == ESCENARIO
+                else [sys.executable, str(VARIANT_SCRIPT)]
+            )
+            cmd += ["serve", "--port", str(self.port), "--data-dir", str(self.workdir / "data")]
+            cmd += ["--log-level", "warning", "--log-format", "text"]
             env.update(
                 ESCENARIO_CONNECTS_PER_MINUTE_PER_IP="100000",
                 ESCENARIO_MESSAGES_PER_SECOND="100000",
@@ -593,7 +606,7 @@ class Server:
                 ESCENARIO_MAX_CONNECTIONS_PER_USER="100000",
             )
         else:
-            cmd = [sys.executable, str(ANCHOR_SCRIPT), "--port", str(self.port)]
+            cmd = [sys.executable, str(ANCHOR_SCRIPT), "--port", str(self.port), "--ws", self.anchor_ws]
             if self.kind == ANCHOR_STORE:
                 cmd += ["--store-dir", str(self.workdir / "ystore")]
         with self.log_path.open("ab") as log:
@@ -607,9 +620,10 @@ class Server:
                 start_new_session=True,
             )
         self._wait_listening(30)
-        self.url = (
-            self._prepare_room() if self.kind == ESCENARIO else f"ws://127.0.0.1:{self.port}/bench-room"
-        )
+        if self.kind in (ESCENARIO, ESCENARIO_NOLOG):
+            self.url = self._prepare_room()
+        else:
+            self.url = f"ws://127.0.0.1:{self.port}/bench-room"
 
     def _wait_listening(self, timeout: float) -> None:
         assert self.proc is not None
@@ -673,8 +687,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(kind: str, workdir: Path) -> Iterator[Server]:
-    server = Server(kind, workdir)
+def running(kind: str, workdir: Path, *, anchor_ws: str = "websockets") -> Iterator[Server]:
+    server = Server(kind, workdir, anchor_ws=anchor_ws)
     try:
         server.start()
         yield server
@@ -684,7 +698,10 @@ def running(kind: str, workdir: Path) -> Iterator[Server]:
 
 def run_one(kind: str, readers: int, args: argparse.Namespace) -> dict[str, Any]:
     timeout = args.updates / args.rate + 60.0
-    with tempfile.TemporaryDirectory(prefix=f"fanout-{kind}-") as tmp, running(kind, Path(tmp)) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"fanout-{kind}-") as tmp,
+        running(kind, Path(tmp), anchor_ws=args.anchor_ws) as server,
+    ):
         cmd = [sys.executable, str(Path(__file__).resolve()), "_loadgen", "--url", server.url]
         cmd += ["--pgid", str(server.pgid), "--readers", str(readers), "--updates", str(args.updates)]
         cmd += ["--warmup", str(args.warmup), "--rate", str(args.rate), "--timeout", str(timeout)]
@@ -748,6 +765,20 @@ def machine_info() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
+
+
+def code_state() -> dict[str, Any]:
+    """The commit measured, and whether server code differed from it (uncommitted edits)."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout if done.returncode == 0 else ""
+
+    dirty = git("status", "--porcelain", "--", "realtime", "persistence")
+    return {"commit": git("rev-parse", "HEAD").strip(), "server_code_modified": dirty.splitlines()}
 
 
 def format_table(summary: dict[str, dict[str, Any]], servers: Sequence[str], readers: Sequence[int]) -> str:
@@ -853,7 +884,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default=",".join(SERVERS),
-        help=f"comma-separated subset of {', '.join(SERVERS)} (default: all)",
+        help=f"comma-separated subset of {', '.join(KNOWN_SERVERS)} (default: {','.join(SERVERS)}); "
+        f"{ESCENARIO_NOLOG} is Escenario with its update log stubbed out (diagnostic)",
+    )
+    parser.add_argument(
+        "--anchor-ws",
+        default="websockets",
+        help="uvicorn WebSocket implementation for the pycrdt-websocket anchor (default: websockets, "
+        "the option the issue fixes; websockets-sansio is uvicorn's newer one)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: 300 updates, 1 repeat")
     parser.add_argument(
@@ -878,9 +916,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     except ValueError:
         parser.error(f"--readers: expected comma-separated integers, got {args.readers!r}")
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = set(args.server_list) - set(SERVERS)
+    unknown = set(args.server_list) - set(KNOWN_SERVERS)
     if unknown:
-        parser.error(f"--servers: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SERVERS)}")
+        choices = ", ".join(KNOWN_SERVERS)
+        parser.error(f"--servers: unknown {', '.join(sorted(unknown))}; choose from {choices}")
     if args.updates <= 0 or args.rate <= 0 or args.repeats <= 0 or args.warmup < 0 or not args.reader_counts:
         parser.error("--updates, --rate, --repeats and --readers must be positive")
     return args
@@ -943,8 +982,10 @@ def main(argv: Sequence[str]) -> int:
                 "readers": readers,
                 "repeats": args.repeats,
                 "servers": servers,
+                "anchor_ws": args.anchor_ws,
             },
             "machine": info,
+            "code": code_state(),
             "runs": runs,
             "summary": summary,
             "ratios": {k: {str(n): v for n, v in by_n.items()} for k, by_n in ratio.items()},

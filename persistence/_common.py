@@ -6,12 +6,16 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from persistence.ports import Member, Role, SessionRecord, User
+from persistence.ports import AssetKind, AssetRecord, Member, Role, SessionRecord, User
 
 Clock = Callable[[], float]
 
 USER_COLUMNS = "id, email, name, created_at"
 SESSION_COLUMNS = "id, title, owner_id, created_at, updated_at"
+ASSET_COLUMNS = (
+    "id, session_id, uploader_id, name, kind, mime, duration_s, sample_rate, channels, frames, "
+    "size_bytes, blob_key, created_at, processed_at, deleted_at"
+)
 
 
 def prefixed(alias: str, columns: str) -> str:
@@ -39,6 +43,39 @@ def session_from_row(row: Any) -> SessionRecord:
     return SessionRecord(
         id=row[0], title=row[1], owner_id=row[2], created_at=float(row[3]), updated_at=float(row[4])
     )
+
+
+def asset_from_row(row: Any) -> AssetRecord:
+    """An `AssetRecord` from a row selected with `ASSET_COLUMNS`."""
+    return AssetRecord(
+        id=row[0],
+        session_id=row[1],
+        uploader_id=row[2],
+        name=row[3],
+        kind=AssetKind(row[4]),
+        mime=row[5],
+        duration_s=float(row[6]),
+        sample_rate=int(row[7]),
+        channels=int(row[8]),
+        frames=int(row[9]),
+        size_bytes=int(row[10]),
+        blob_key=row[11],
+        created_at=float(row[12]),
+        processed_at=None if row[13] is None else float(row[13]),
+        deleted_at=None if row[14] is None else float(row[14]),
+    )
+
+
+def check_asset_fields(
+    *, kind: AssetKind, sample_rate: int, channels: int, frames: int, size_bytes: int
+) -> None:
+    """Reject impossible metadata before it reaches either database (both would store it)."""
+    AssetKind(kind)
+    if sample_rate <= 0 or channels <= 0 or frames < 0 or size_bytes < 0:
+        raise ValueError(
+            f"impossible asset metadata: sample_rate={sample_rate} channels={channels} "
+            f"frames={frames} size_bytes={size_bytes}"
+        )
 
 
 def sort_members(members: Iterable[Member]) -> list[Member]:

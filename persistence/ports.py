@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Role(enum.StrEnum):
@@ -34,6 +34,11 @@ class Conflict(StoreError):
 
 class NotFound(StoreError):
     """The row an operation refers to does not exist."""
+
+
+class AssetKind(enum.StrEnum):
+    SOURCE = "source"  # an upload
+    OUTPUT = "output"  # made by the server: stems, MIDI, renders
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +93,35 @@ class RoomRecord:
         return self.updates[-1][0] if self.updates else self.snapshot_seq
 
 
+@dataclass(frozen=True, slots=True)
+class AssetRecord:
+    """An audio asset of a session. The audio itself is a blob (`blob_key`) in the `BlobStore`.
+
+    `name` is the sanitised original file name; `mime`, `size_bytes`, `sample_rate`,
+    `channels` and `frames` describe the stored blob, not the upload. `uploader_id` is None
+    once the uploading account is gone. `deleted_at` is set between the start of a deletion
+    and the removal of the row (see `Store.mark_asset_deleted`).
+    """
+
+    id: str
+    session_id: str
+    uploader_id: str | None
+    name: str
+    kind: AssetKind
+    mime: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    frames: int
+    size_bytes: int
+    blob_key: str
+    created_at: float
+    processed_at: float | None
+    deleted_at: float | None
+
+
 class Store(Protocol):
-    """Accounts, sessions, memberships and the CRDT update log."""
+    """Accounts, sessions, memberships, the CRDT update log and asset metadata."""
 
     async def migrate(self) -> None:
         """Create or upgrade the schema; idempotent, run at every start."""
@@ -129,7 +161,10 @@ class Store(Protocol):
     async def update_session(self, session_id: str, *, title: str) -> SessionRecord | None: ...
 
     async def delete_session(self, session_id: str) -> bool:
-        """Deletes the session, its memberships and its CRDT room (snapshot and log)."""
+        """Deletes the session, its memberships, its asset rows and its CRDT room (snapshot and log).
+
+        Asset blobs are not the store's: the caller removes them first.
+        """
 
     async def set_member(self, session_id: str, user_id: str, role: Role) -> None:
         """Insert or change a membership.
@@ -166,3 +201,62 @@ class Store(Protocol):
 
     async def reset_room(self, room: str, state: bytes) -> int:
         """Replace the room's whole history by `state` and bump its epoch; returns the new epoch."""
+
+    # assets -------------------------------------------------------------------
+    async def create_asset(
+        self,
+        *,
+        session_id: str,
+        uploader_id: str | None,
+        name: str,
+        kind: AssetKind,
+        mime: str,
+        duration_s: float,
+        sample_rate: int,
+        channels: int,
+        frames: int,
+        size_bytes: int,
+        blob_key: str,
+        asset_id: str | None = None,
+    ) -> AssetRecord:
+        """Insert an asset row; `created_at` is the store's clock.
+
+        `asset_id` lets the caller name blobs after the id before the row exists (the blob is
+        written first, so a listed asset always has its audio); None lets the store choose.
+        Raises `NotFound` if the session or the uploader does not exist and `Conflict` if the
+        id or the blob key is taken.
+        """
+
+    async def get_asset(self, asset_id: str) -> AssetRecord | None:
+        """The asset, or None if it does not exist or its deletion has begun."""
+
+    async def list_assets(self, session_id: str, *, include_deleted: bool = False) -> list[AssetRecord]:
+        """The session's assets, oldest first; with `include_deleted`, also those being deleted."""
+
+    async def mark_asset_processed(self, asset_id: str, at: float) -> bool:
+        """Record when processing (inference) of the asset completed; False if there is no such asset."""
+
+    async def mark_asset_deleted(self, asset_id: str) -> bool:
+        """First step of a deletion: hide the asset (sets `deleted_at`) before its blobs go.
+
+        True if a visible asset was hidden. A crash between the steps leaves a row that
+        `list_deleted_assets` finds, so the blobs can still be removed.
+        """
+
+    async def list_deleted_assets(self, *, limit: int = 100) -> list[AssetRecord]:
+        """Assets whose deletion began but whose rows remain, oldest deletion first."""
+
+    async def delete_asset(self, asset_id: str) -> bool:
+        """Remove the asset row (hidden or not); True if there was one. Blobs are the caller's."""
+
+
+@runtime_checkable
+class FastAppend(Protocol):
+    """Optional `Store` capability: append to the log without leaving the event-loop thread.
+
+    Embedded stores (SQLite) commit a small batch faster than a hand-off to another thread;
+    a network store cannot, and does not implement this.
+    """
+
+    def append_updates_nowait(self, room: str, updates: Sequence[bytes]) -> int | None:
+        """Like `Store.append_updates`, or None if it cannot be done now without waiting."""

@@ -18,9 +18,12 @@ from typing import Any
 import asyncpg
 
 from persistence._common import (
+    ASSET_COLUMNS,
     SESSION_COLUMNS,
     USER_COLUMNS,
     Clock,
+    asset_from_row,
+    check_asset_fields,
     compaction_applies,
     email_key,
     new_id,
@@ -31,6 +34,8 @@ from persistence._common import (
 )
 from persistence._migrate import load_migrations, pending
 from persistence.ports import (
+    AssetKind,
+    AssetRecord,
     Conflict,
     Credentials,
     Member,
@@ -236,7 +241,8 @@ class PostgresStore:
 
     async def delete_session(self, session_id: str) -> bool:
         async with self._transaction() as conn:
-            # Memberships and log rows go by ON DELETE CASCADE; the room shares the session's id.
+            # Memberships, asset rows and log rows go by ON DELETE CASCADE; the room shares the
+            # session's id.
             deleted = _count(await conn.execute("DELETE FROM sessions WHERE id = $1", session_id))
             await conn.execute("DELETE FROM crdt_rooms WHERE room = $1", session_id)
         return bool(deleted)
@@ -359,6 +365,114 @@ class PostgresStore:
             )
             await conn.execute("DELETE FROM crdt_updates WHERE room = $1", room)
         return int(epoch)
+
+    # assets -------------------------------------------------------------------
+    async def create_asset(
+        self,
+        *,
+        session_id: str,
+        uploader_id: str | None,
+        name: str,
+        kind: AssetKind,
+        mime: str,
+        duration_s: float,
+        sample_rate: int,
+        channels: int,
+        frames: int,
+        size_bytes: int,
+        blob_key: str,
+        asset_id: str | None = None,
+    ) -> AssetRecord:
+        check_asset_fields(
+            kind=kind, sample_rate=sample_rate, channels=channels, frames=frames, size_bytes=size_bytes
+        )
+        record = AssetRecord(
+            id=asset_id or new_id(),
+            session_id=session_id,
+            uploader_id=uploader_id,
+            name=name,
+            kind=AssetKind(kind),
+            mime=mime,
+            duration_s=float(duration_s),
+            sample_rate=int(sample_rate),
+            channels=int(channels),
+            frames=int(frames),
+            size_bytes=int(size_bytes),
+            blob_key=blob_key,
+            created_at=self._clock(),
+            processed_at=None,
+            deleted_at=None,
+        )
+        pool = await self._get_pool()
+        try:
+            inserted = await pool.fetchval(
+                f"INSERT INTO assets ({ASSET_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+                "ON CONFLICT DO NOTHING RETURNING id",
+                record.id,
+                record.session_id,
+                record.uploader_id,
+                record.name,
+                record.kind.value,
+                record.mime,
+                record.duration_s,
+                record.sample_rate,
+                record.channels,
+                record.frames,
+                record.size_bytes,
+                record.blob_key,
+                record.created_at,
+                record.processed_at,
+                record.deleted_at,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"no session {session_id!r} or no user {uploader_id!r}") from exc
+        if inserted is None:
+            raise Conflict(f"an asset with id {record.id!r} or blob key {blob_key!r} already exists")
+        return record
+
+    async def get_asset(self, asset_id: str) -> AssetRecord | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1 AND deleted_at IS NULL", asset_id
+        )
+        return None if row is None else asset_from_row(row)
+
+    async def list_assets(self, session_id: str, *, include_deleted: bool = False) -> list[AssetRecord]:
+        pool = await self._get_pool()
+        live_only = "" if include_deleted else " AND deleted_at IS NULL"
+        rows = await pool.fetch(
+            f"SELECT {ASSET_COLUMNS} FROM assets WHERE session_id = $1{live_only} ORDER BY created_at, id",
+            session_id,
+        )
+        return [asset_from_row(row) for row in rows]
+
+    async def mark_asset_processed(self, asset_id: str, at: float) -> bool:
+        pool = await self._get_pool()
+        status = await pool.execute(
+            "UPDATE assets SET processed_at = $2 WHERE id = $1 AND deleted_at IS NULL", asset_id, at
+        )
+        return bool(_count(status))
+
+    async def mark_asset_deleted(self, asset_id: str) -> bool:
+        pool = await self._get_pool()
+        status = await pool.execute(
+            "UPDATE assets SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL", asset_id, self._clock()
+        )
+        return bool(_count(status))
+
+    async def list_deleted_assets(self, *, limit: int = 100) -> list[AssetRecord]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            f"SELECT {ASSET_COLUMNS} FROM assets WHERE deleted_at IS NOT NULL "
+            "ORDER BY deleted_at, id LIMIT $1",
+            max(0, int(limit)),
+        )
+        return [asset_from_row(row) for row in rows]
+
+    async def delete_asset(self, asset_id: str) -> bool:
+        pool = await self._get_pool()
+        return bool(_count(await pool.execute("DELETE FROM assets WHERE id = $1", asset_id)))
 
 
 def _count(status: str) -> int:

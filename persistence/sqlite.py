@@ -9,19 +9,23 @@ operation's statements from interleaving with another's. The connection opens on
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
 
 from persistence._common import (
+    ASSET_COLUMNS,
     SESSION_COLUMNS,
     USER_COLUMNS,
     Clock,
+    asset_from_row,
+    check_asset_fields,
     compaction_applies,
     email_key,
     new_id,
@@ -32,6 +36,8 @@ from persistence._common import (
 )
 from persistence._migrate import load_migrations, pending, sqlite_statements
 from persistence.ports import (
+    AssetKind,
+    AssetRecord,
     Conflict,
     Credentials,
     Member,
@@ -47,6 +53,12 @@ _MIN_SQLITE = (3, 35, 0)
 
 _T = TypeVar("_T")
 
+# Commits on the event-loop connection between two passive WAL checkpoints (~4 MiB of WAL for
+# small updates); the loop connection itself never checkpoints.
+_CHECKPOINT_EVERY = 1000
+
+log = logging.getLogger(__name__)
+
 
 class SqliteStore:
     def __init__(self, path: str | Path, *, clock: Clock = time.time, busy_timeout_ms: int = 5000) -> None:
@@ -56,6 +68,9 @@ class SqliteStore:
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self._fast: sqlite3.Connection | None = None
+        self._fast_commits = 0
+        self._checkpoint: asyncio.Task[None] | None = None
 
     # connection and transactions ----------------------------------------------
     async def _connection(self) -> aiosqlite.Connection:
@@ -143,6 +158,11 @@ class SqliteStore:
                 )
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
         async with self._lock:
             self._closed = True
             db, self._db = self._db, None
@@ -255,7 +275,8 @@ class SqliteStore:
 
     async def delete_session(self, session_id: str) -> bool:
         async with self._transaction() as db:
-            # Memberships and log rows go by ON DELETE CASCADE; the room shares the session's id.
+            # Memberships, asset rows and log rows go by ON DELETE CASCADE; the room shares the
+            # session's id.
             deleted = await _run(db, "DELETE FROM sessions WHERE id = ?", (session_id,))
             await _run(db, "DELETE FROM crdt_rooms WHERE room = ?", (session_id,))
         return bool(deleted)
@@ -324,21 +345,58 @@ class SqliteStore:
             async with self._locked() as db:
                 rows = await db.execute_fetchall("SELECT last_seq FROM crdt_rooms WHERE room = ?", (room,))
             return int(_first(row[0] for row in rows) or 0)
-        async with self._transaction() as db:
-            # The room row is the allocator: bumping it by len(updates) reserves the whole
-            # range inside this transaction, so the log never has gaps or duplicates.
-            rows = await db.execute_fetchall(
-                "INSERT INTO crdt_rooms (room, last_seq) VALUES (?, ?) "
-                "ON CONFLICT (room) DO UPDATE SET last_seq = last_seq + excluded.last_seq RETURNING last_seq",
-                (room, len(updates)),
-            )
-            last_seq = int(next(iter(rows))[0])
-            first_seq = last_seq - len(updates) + 1
-            await db.executemany(
-                "INSERT INTO crdt_updates (room, seq, data) VALUES (?, ?, ?)",
-                [(room, first_seq + i, update) for i, update in enumerate(updates)],
-            )
+        # The hot path of every edit: the whole transaction runs in one trip to the database
+        # thread instead of one trip per statement.
+        return await self._in_thread(_append_updates_sync, room, list(updates))
+
+    def append_updates_nowait(self, room: str, updates: Sequence[bytes]) -> int | None:
+        """`FastAppend`: append on the calling (event-loop) thread, or None if that would wait.
+
+        A small WAL commit without fsync takes tens of microseconds, less than the hand-off to
+        aiosqlite's thread costs. It must never block the loop, so this connection neither
+        waits for locks (busy_timeout 0: another writer means None, and the caller takes the
+        async path) nor checkpoints (that may fsync); checkpoints run on the store's thread.
+        """
+        if self._closed or not updates or str(self._path) == ":memory:":
+            return None  # an in-memory database is private to its one connection
+        conn = self._fast
+        if conn is None:
+            if self._db is None:
+                return None  # not opened (migrated) yet
+            conn = self._fast = sqlite3.connect(self._path, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            last_seq = _append_updates_sync(conn, room, list(updates))
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return None
+            raise
+        self._fast_commits += 1
+        if self._fast_commits % _CHECKPOINT_EVERY == 0 and self._checkpoint is None:
+            self._checkpoint = asyncio.get_running_loop().create_task(self._passive_checkpoint())
         return last_seq
+
+    async def _passive_checkpoint(self) -> None:
+        try:
+            async with self._locked() as db:
+                await _run(db, "PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:
+            log.exception("WAL checkpoint failed")
+        finally:
+            self._checkpoint = None
+
+    async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run `fn(raw_connection, *args)` on aiosqlite's thread, holding the store's lock.
+
+        aiosqlite has no public call for this; `_execute` and `_conn` are what its own
+        methods use, and a test covers the path.
+        """
+        async with self._lock:
+            db: Any = await self._connection()
+            return cast(_T, await db._execute(fn, db._conn, *args))
 
     async def compact(self, room: str, *, upto_seq: int, state: bytes) -> None:
         async with self._transaction() as db:
@@ -371,6 +429,148 @@ class SqliteStore:
             epoch = int(next(iter(rows))[0])
             await _run(db, "DELETE FROM crdt_updates WHERE room = ?", (room,))
         return epoch
+
+    # assets -------------------------------------------------------------------
+    async def create_asset(
+        self,
+        *,
+        session_id: str,
+        uploader_id: str | None,
+        name: str,
+        kind: AssetKind,
+        mime: str,
+        duration_s: float,
+        sample_rate: int,
+        channels: int,
+        frames: int,
+        size_bytes: int,
+        blob_key: str,
+        asset_id: str | None = None,
+    ) -> AssetRecord:
+        check_asset_fields(
+            kind=kind, sample_rate=sample_rate, channels=channels, frames=frames, size_bytes=size_bytes
+        )
+        record = AssetRecord(
+            id=asset_id or new_id(),
+            session_id=session_id,
+            uploader_id=uploader_id,
+            name=name,
+            kind=AssetKind(kind),
+            mime=mime,
+            duration_s=float(duration_s),
+            sample_rate=int(sample_rate),
+            channels=int(channels),
+            frames=int(frames),
+            size_bytes=int(size_bytes),
+            blob_key=blob_key,
+            created_at=self._clock(),
+            processed_at=None,
+            deleted_at=None,
+        )
+        async with self._transaction() as db:
+            with _foreign_key_is_not_found(f"no session {session_id!r} or no user {uploader_id!r}"):
+                inserted = await _run(
+                    db,
+                    f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES ({', '.join('?' * 15)}) "
+                    "ON CONFLICT DO NOTHING",
+                    _asset_params(record),
+                )
+        if not inserted:
+            raise Conflict(f"an asset with id {record.id!r} or blob key {blob_key!r} already exists")
+        return record
+
+    async def get_asset(self, asset_id: str) -> AssetRecord | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = ? AND deleted_at IS NULL", (asset_id,)
+            )
+        return _first(asset_from_row(row) for row in rows)
+
+    async def list_assets(self, session_id: str, *, include_deleted: bool = False) -> list[AssetRecord]:
+        live_only = "" if include_deleted else " AND deleted_at IS NULL"
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {ASSET_COLUMNS} FROM assets WHERE session_id = ?{live_only} ORDER BY created_at, id",
+                (session_id,),
+            )
+        return [asset_from_row(row) for row in rows]
+
+    async def mark_asset_processed(self, asset_id: str, at: float) -> bool:
+        async with self._transaction() as db:
+            return bool(
+                await _run(
+                    db,
+                    "UPDATE assets SET processed_at = ? WHERE id = ? AND deleted_at IS NULL",
+                    (at, asset_id),
+                )
+            )
+
+    async def mark_asset_deleted(self, asset_id: str) -> bool:
+        async with self._transaction() as db:
+            return bool(
+                await _run(
+                    db,
+                    "UPDATE assets SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+                    (self._clock(), asset_id),
+                )
+            )
+
+    async def list_deleted_assets(self, *, limit: int = 100) -> list[AssetRecord]:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {ASSET_COLUMNS} FROM assets WHERE deleted_at IS NOT NULL "
+                "ORDER BY deleted_at, id LIMIT ?",
+                (max(0, int(limit)),),
+            )
+        return [asset_from_row(row) for row in rows]
+
+    async def delete_asset(self, asset_id: str) -> bool:
+        async with self._transaction() as db:
+            return bool(await _run(db, "DELETE FROM assets WHERE id = ?", (asset_id,)))
+
+
+def _append_updates_sync(conn: sqlite3.Connection, room: str, updates: list[bytes]) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # The room row is the allocator: bumping it by len(updates) reserves the whole range
+        # inside this transaction, so the log never has gaps or duplicates.
+        row = conn.execute(
+            "INSERT INTO crdt_rooms (room, last_seq) VALUES (?, ?) "
+            "ON CONFLICT (room) DO UPDATE SET last_seq = last_seq + excluded.last_seq RETURNING last_seq",
+            (room, len(updates)),
+        ).fetchone()
+        last_seq = int(row[0])
+        first_seq = last_seq - len(updates) + 1
+        conn.executemany(
+            "INSERT INTO crdt_updates (room, seq, data) VALUES (?, ?, ?)",
+            [(room, first_seq + i, update) for i, update in enumerate(updates)],
+        )
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return last_seq
+
+
+def _asset_params(record: AssetRecord) -> tuple[Any, ...]:
+    """`record` in `ASSET_COLUMNS` order."""
+    return (
+        record.id,
+        record.session_id,
+        record.uploader_id,
+        record.name,
+        record.kind.value,
+        record.mime,
+        record.duration_s,
+        record.sample_rate,
+        record.channels,
+        record.frames,
+        record.size_bytes,
+        record.blob_key,
+        record.created_at,
+        record.processed_at,
+        record.deleted_at,
+    )
 
 
 async def _run(db: aiosqlite.Connection, sql: str, parameters: Sequence[Any] = ()) -> int:

@@ -14,15 +14,18 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from persistence.blobs import FileBlobStore
 from persistence.factory import open_store
 from persistence.ports import Store
 
 from . import errors
 from .accounts import Accounts
+from .api import assets as assets_api
 from .api import auth as auth_api
 from .api import sessions as sessions_api
 from .api.common import error_response, services
 from .config import Settings
+from .media.library import AssetLibrary
 from .services import Services
 from .session.hub import HubConfig, RoomManager
 from .session.room import RoomLimits
@@ -87,8 +90,17 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             HubConfig(
                 compact_after_rows=settings.compact_after_rows,
                 unload_grace_s=settings.unload_grace_s,
+                batch_window_s=settings.sync_batch_window_ms / 1000,
                 limits=RoomLimits(max_pending_bytes=settings.max_pending_bytes),
             ),
+        )
+        blobs = FileBlobStore(settings.data_dir / "blobs")
+        assets = AssetLibrary(
+            the_store,
+            blobs,
+            tmp_dir=settings.data_dir / "tmp",
+            cache_bytes=settings.asset_cache_bytes,
+            max_duration_s=settings.max_asset_duration_s,
         )
         app.state.services = Services(
             settings=settings,
@@ -96,7 +108,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             accounts=Accounts(the_store, token_ttl_s=settings.token_ttl_s),
             rooms=rooms,
             connect_limiter=KeyedRateLimiter(settings.connects_per_minute_per_ip),
+            blobs=blobs,
+            assets=assets,
         )
+        await assets.startup()
         await rooms.start()
         log.info("escenario ready", extra={"database": settings.resolved_database_url.split("@")[-1]})
         try:
@@ -104,6 +119,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         finally:
             # Every update is already in the log; this compacts rooms and closes sockets cleanly.
             await rooms.close()
+            await assets.close()
             if store is None:
                 await the_store.close()
             log.info("escenario stopped")
@@ -112,6 +128,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         *auth_api.routes,
         *sessions_api.routes,
+        *assets_api.routes,
         *sync_ws.routes,
         _web_mount(settings.web_dir),
     ]

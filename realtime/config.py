@@ -41,8 +41,16 @@ class Settings:
     # also frees a laggard that stopped reading altogether.
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
+    # Adaptive broadcast batching window (see HubConfig.batch_window_s); 0 disables it.
+    sync_batch_window_ms: float = 4.0
     compact_after_rows: int = 500
     unload_grace_s: float = 30.0
+
+    # assets
+    max_upload_bytes: int = 500 * 1024 * 1024
+    max_asset_duration_s: float = 3 * 3600.0
+    # Decoded asset audio kept in memory for rendering (float32 at 48 kHz: ~23 MiB per stereo minute).
+    asset_cache_bytes: int = 512 * 1024 * 1024
 
     @property
     def resolved_database_url(self) -> str:

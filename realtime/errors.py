@@ -8,6 +8,8 @@ Exception
     ├── Forbidden            403 forbidden / csrf_failed
     ├── NotFound             404 not_found
     ├── Conflict             409 conflict
+    ├── PayloadTooLarge      413 payload_too_large / upload_too_large
+    ├── UnsupportedMedia     415 unsupported_media
     └── TooManyRequests      429 rate_limited
 """
 
@@ -53,6 +55,16 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMedia(ApiError):
+    status = 415
+    code = "unsupported_media"
 
 
 class TooManyRequests(ApiError):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from persistence.blobs import BlobStore
 from persistence.ports import Store
 
 from .accounts import Accounts
 from .config import Settings
+from .media.library import AssetLibrary
 from .session.hub import RoomManager
 from .transport.limits import KeyedRateLimiter
 
@@ -19,3 +21,5 @@ class Services:
     accounts: Accounts
     rooms: RoomManager
     connect_limiter: KeyedRateLimiter
+    blobs: BlobStore
+    assets: AssetLibrary

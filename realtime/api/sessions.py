@@ -88,6 +88,8 @@ async def delete_session(request: Request) -> Response:
     access = await session_access(svc.store, request.path_params["session_id"], caller.user)
     require(access, Role.OWNER)
     await svc.rooms.delete(access.session.id)
+    # Asset rows go with the session (ON DELETE CASCADE); their blobs must go first.
+    await svc.assets.purge_session(access.session.id)
     await svc.store.delete_session(access.session.id)
     return Response(status_code=204)
 

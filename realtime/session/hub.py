@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import pycrdt
 
-from persistence.ports import Store
+from persistence.ports import FastAppend, Store
 
 from .room import Broadcast, Close, CloseCode, Effect, Persist, Room, RoomLimits, Send
 
@@ -37,6 +37,9 @@ class Peer(Protocol):
     def enqueue(self, frame: bytes) -> bool:
         """Queue a frame without blocking; False if the peer's queue is over its bound."""
 
+    def flush(self) -> None:
+        """Everything enqueued in this delivery round is complete: send it (one write)."""
+
     def close(self, code: int, reason: str) -> None:
         """Close the connection soon (without blocking the caller)."""
 
@@ -47,6 +50,10 @@ class HubConfig:
     unload_grace_s: float = 30.0
     housekeeping_interval_s: float = 5.0
     store_retry_s: float = 0.5
+    # Adaptive batching: an update reaching a quiet room goes out at once; while updates keep
+    # coming, a room flushes at most once per window, so a burst costs one log transaction and
+    # one socket write per reader per window instead of per update. Bounds the added latency.
+    batch_window_s: float = 0.004
     limits: RoomLimits = field(default_factory=RoomLimits)
 
 
@@ -69,7 +76,13 @@ class RoomRunner:
         self._peers: dict[int, Peer] = {}
         self._batch: list[bytes] = []
         self._outbox: list[Effect] = []
-        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._fast = store if isinstance(store, FastAppend) else None
+        self._flush_scheduled = False
+        self._last_flush = -1e9
+        self._closed_flush = False
+        self._laggards: dict[int, Peer] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
@@ -78,7 +91,6 @@ class RoomRunner:
         self.empty_since: float | None = time.monotonic()
         self._compacting = False
         self._rebuilding = False
-        self._flusher = asyncio.create_task(self._flush_loop(), name=f"room-flush-{room.name}")
 
     @property
     def peer_count(self) -> int:
@@ -119,23 +131,60 @@ class RoomRunner:
             else:
                 self._outbox.append(effect)
         self._idle.clear()
-        self._wake.set()
+        if not self._flush_scheduled and self._flusher is None:
+            # Everything submitted until the flush runs goes out together.
+            self._flush_scheduled = True
+            wait = self._last_flush + self._config.batch_window_s - self._loop.time()
+            if wait > 0:
+                self._loop.call_later(wait, self._flush_now)
+            else:
+                self._loop.call_soon(self._flush_now)
 
     # -- the flusher ------------------------------------------------------------
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            # Whatever was submitted during this loop turn goes out together.
-            batch, self._batch = self._batch, []
-            outbox, self._outbox = self._outbox, []
-            if batch:
-                await self._persist(batch)
-            self._deliver(outbox)
-            if not self._batch and not self._outbox:
-                self._idle.set()
-            if self.last_seq - self.snapshot_seq >= self._config.compact_after_rows:
-                self._start_compaction()
+    def _flush_now(self) -> None:
+        """Flush on the loop itself when the store can append without waiting (SQLite)."""
+        self._flush_scheduled = False
+        if self._flusher is not None or self._closed_flush:
+            return
+        self._last_flush = self._loop.time()
+        batch = self._batch
+        if batch:
+            last_seq = None
+            if self._fast is not None:
+                try:
+                    last_seq = self._fast.append_updates_nowait(self.room.name, batch)
+                except Exception:
+                    log.exception("room %s: fast append failed; retrying on the async path", self.room.name)
+            if last_seq is None:
+                # The store would wait (network database, a lock held elsewhere): continue on
+                # a task, which also takes whatever arrives meanwhile, in order.
+                self._flusher = self._loop.create_task(
+                    self._flush_async(), name=f"room-flush-{self.room.name}"
+                )
+                return
+            self.last_seq = last_seq
+            self._batch = []
+        outbox, self._outbox = self._outbox, []
+        self._deliver(outbox)
+        self._after_flush()
+
+    async def _flush_async(self) -> None:
+        try:
+            while self._batch or self._outbox:
+                batch, self._batch = self._batch, []
+                outbox, self._outbox = self._outbox, []
+                if batch:
+                    await self._persist(batch)
+                self._deliver(outbox)
+        finally:
+            self._flusher = None
+        self._after_flush()
+
+    def _after_flush(self) -> None:
+        if not self._batch and not self._outbox:
+            self._idle.set()
+        if self.last_seq - self.snapshot_seq >= self._config.compact_after_rows:
+            self._start_compaction()
 
     async def _persist(self, batch: list[bytes]) -> None:
         while True:
@@ -155,17 +204,25 @@ class RoomRunner:
         for effect in outbox:
             if isinstance(effect, Broadcast):
                 frame = effect.frame
-                for conn, peer in list(peers.items()):
-                    if conn != effect.exclude and not peer.enqueue(frame):
-                        self._drop_laggard(conn, peer)
+                exclude = effect.exclude
+                for conn, peer in peers.items():
+                    if conn != exclude and not peer.enqueue(frame):
+                        self._laggards[conn] = peer
             elif isinstance(effect, Send):
                 target = peers.get(effect.conn)
                 if target is not None and not target.enqueue(effect.frame):
-                    self._drop_laggard(effect.conn, target)
+                    self._laggards[effect.conn] = target
             elif isinstance(effect, Close):
                 target = peers.get(effect.conn)
                 if target is not None:
+                    target.flush()
                     target.close(effect.code, effect.reason)
+        for peer in peers.values():
+            peer.flush()
+        if self._laggards:
+            laggards, self._laggards = self._laggards, {}
+            for conn, peer in laggards.items():
+                self._drop_laggard(conn, peer)
 
     def _drop_laggard(self, conn: int, peer: Peer) -> None:
         log.warning("room %s: closing slow reader %s", self.room.name, conn)
@@ -222,10 +279,10 @@ class RoomRunner:
             return
         self._closed = True
         self.submit(self.room.close_all(code, reason))
+        if self._flusher is None:
+            self._flush_now()  # no batching window when closing
         await self.drain()
-        self._flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._flusher
+        self._closed_flush = True
 
 
 class RoomManager:

@@ -4,8 +4,9 @@ Two implementations with one contract (`enqueue` never blocks; a peer over its b
 bound is dropped, never waited for):
 
 - `DirectPeer`, under our uvicorn protocol: a broadcast is framed once (`wsframe`) and the
-  same bytes are written to every transport; the transport's own write buffer is the backlog.
-  No task switch and no ASGI round trip per delivery.
+  same bytes are written to every transport, all frames of one delivery round in one write;
+  the transport's own write buffer is the backlog. No task switch and no ASGI round trip per
+  delivery.
 - `QueuedPeer`, under any other ASGI server (and the test client): a bounded queue drained by
   one writer task through plain ASGI `send`, whose `await` carries the backpressure.
 """
@@ -32,6 +33,8 @@ class SyncPeer(Protocol):
 
     def enqueue(self, frame: bytes) -> bool: ...
 
+    def flush(self) -> None: ...
+
     def close(self, code: int, reason: str) -> None: ...
 
     async def finish(self) -> None:
@@ -52,6 +55,8 @@ class DirectPeer:
         self._max = max_buffer_bytes
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
     @property
     def closing(self) -> bool:
@@ -63,10 +68,21 @@ class DirectPeer:
         if frame is not DirectPeer._framed_data:
             DirectPeer._framed_wire = binary_frame(frame)
             DirectPeer._framed_data = frame
-        if self._channel.buffered() > self._max:
+        wire = DirectPeer._framed_wire
+        if self._channel.buffered() + self._pending_bytes + len(wire) > self._max:
             return False
-        self._channel.write(DirectPeer._framed_wire)
+        self._pending.append(wire)
+        self._pending_bytes += len(wire)
         return True
+
+    def flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        self._pending_bytes = 0
+        if self._channel.open:
+            self._channel.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self, code: int, reason: str) -> None:
         if self._closing:
@@ -113,6 +129,9 @@ class QueuedPeer:
         self._queued_bytes += len(frame)
         self._wake.set()
         return True
+
+    def flush(self) -> None:
+        pass  # the writer task sends as soon as it is woken
 
     def close(self, code: int, reason: str) -> None:
         if self._close is None:

@@ -12,6 +12,7 @@ browser as 1006 and y-websocket would retry forever; it stops on 4400-4499.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -86,15 +87,35 @@ async def sync_endpoint(ws: WebSocket) -> None:
         peer = QueuedPeer(ws, user.id, max_queue_bytes=settings.send_queue_bytes)
     bucket = TokenBucket(settings.messages_per_second, settings.message_burst)
     runner.join(conn, peer, can_edit=access.role.can_edit)
+    if direct is not None:
+        direct.on_binary = _frame_handler(runner, conn, peer, bucket)
     log.info(
         "sync connect", extra={"room": session_id, "conn": conn, "user": user.id, "role": access.role.value}
     )
     try:
         await _read_loop(ws, runner, conn, peer, bucket, settings.max_message_bytes)
     finally:
+        if direct is not None:
+            direct.on_binary = None
         runner.leave(conn)
         await peer.finish()
         log.info("sync disconnect", extra={"room": session_id, "conn": conn})
+
+
+def _frame_handler(
+    runner: RoomRunner, conn: int, peer: SyncPeer, bucket: TokenBucket
+) -> Callable[[bytes], None]:
+    """Inbound binary frames straight from the protocol (size is enforced by its parser)."""
+
+    def on_binary(data: bytes) -> None:
+        if peer.closing:
+            return
+        if not bucket.take():
+            peer.close(CloseCode.POLICY, "message rate limit exceeded")
+            return
+        runner.receive(conn, data)
+
+    return on_binary
 
 
 async def _read_loop(

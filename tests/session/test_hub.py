@@ -24,12 +24,16 @@ class FakePeer:
         self.frames: list[bytes] = []
         self.closed: tuple[int, str] | None = None
         self.capacity = capacity
+        self.flushes = 0
 
     def enqueue(self, frame: bytes) -> bool:
         if len(self.frames) >= self.capacity:
             return False
         self.frames.append(frame)
         return True
+
+    def flush(self) -> None:
+        self.flushes += 1
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
@@ -120,6 +124,12 @@ class FlakyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+    def append_updates_nowait(self, room: str, updates: Sequence[bytes]) -> int | None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError("disk on fire")
+        return self._inner.append_updates_nowait(room, updates)
+
     async def append_updates(self, room: str, updates: Sequence[bytes]) -> int:
         if self.failures > 0:
             self.failures -= 1
@@ -128,7 +138,8 @@ class FlakyStore:
 
 
 async def test_store_failure_delays_delivery_but_loses_nothing(store: SqliteStore) -> None:
-    flaky = FlakyStore(store, failures=2)
+    # The first failure hits the fast path, the next two the async retry loop.
+    flaky = FlakyStore(store, failures=3)
     manager = RoomManager(flaky, HubConfig(store_retry_s=0.01))  # type: ignore[arg-type]
     runner = await manager.acquire("room")
     writer, reader = FakePeer(), FakePeer()
@@ -258,4 +269,43 @@ async def test_room_over_its_pending_cap_is_rebuilt_from_the_log(store: SqliteSt
         await asyncio.sleep(0.01)
     assert runner.room.stats.pending_bytes == 0
     assert runner.room.doc.get("session", type=pycrdt.Map).to_py() == {"k500": 500}
+    await manager.close()
+
+
+async def test_an_update_to_a_quiet_room_goes_out_at_once(store: SqliteStore) -> None:
+    manager = RoomManager(store, HubConfig(batch_window_s=10.0))
+    runner = await manager.acquire("room")
+    writer, reader = FakePeer(), FakePeer()
+    runner.join(1, writer, can_edit=True)
+    runner.join(2, reader, can_edit=True)
+    await runner.drain()
+    # The joins above flushed just now; a quiet room means one whole window later.
+    runner._last_flush -= 10.0
+    (u,) = edits(1)
+    runner.receive(1, p.update_message(u))
+    await asyncio.sleep(0)  # one loop iteration, nowhere near the 10 s window
+    await asyncio.sleep(0)
+    assert reader.updates() == [u]
+    await manager.close()
+
+
+async def test_a_burst_is_batched_into_one_write_per_reader_per_window(store: SqliteStore) -> None:
+    manager = RoomManager(store, HubConfig(batch_window_s=0.05))
+    runner = await manager.acquire("room")
+    writer, reader = FakePeer(), FakePeer()
+    runner.join(1, writer, can_edit=True)
+    runner.join(2, reader, can_edit=True)
+    await runner.drain()
+    flushes_before = reader.flushes
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    ups = edits(6)
+    for u in ups:  # spread over several loop turns, all inside one window
+        runner.receive(1, p.update_message(u))
+        await asyncio.sleep(0.001)
+    await runner.drain()
+    assert reader.updates() == ups
+    assert reader.flushes - flushes_before == 1
+    assert loop.time() - started < 0.5
+    assert len((await store.load_room("room")).updates) == 6
     await manager.close()
