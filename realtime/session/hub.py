@@ -37,8 +37,10 @@ class Peer(Protocol):
     def enqueue(self, frame: bytes) -> bool:
         """Queue a frame without blocking; False if the peer's queue is over its bound."""
 
-    def flush(self) -> None:
-        """Everything enqueued in this delivery round is complete: send it (one write)."""
+    def flush(self) -> bool:
+        """Everything enqueued in this delivery round is complete: send it (one write).
+
+        False if the peer is now over its backlog bound (the runner then drops it)."""
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection soon (without blocking the caller)."""
@@ -217,8 +219,9 @@ class RoomRunner:
                 if target is not None:
                     target.flush()
                     target.close(effect.code, effect.reason)
-        for peer in peers.values():
-            peer.flush()
+        for conn, peer in peers.items():
+            if not peer.flush():
+                self._laggards[conn] = peer
         if self._laggards:
             laggards, self._laggards = self._laggards, {}
             for conn, peer in laggards.items():

@@ -29,12 +29,22 @@ class Transport:
 
 
 @dataclass(frozen=True, slots=True)
+class Master:
+    """The master strip: gain, then a true-peak limiter (on by default) at ``ceiling_db`` dBTP."""
+
+    gain_db: float = 0.0
+    limiter: bool = True
+    ceiling_db: float = -1.0
+
+
+@dataclass(frozen=True, slots=True)
 class SessionInfo:
     title: str = "Untitled"
     bpm: float = 120.0
     time_signature: tuple[int, int] = (4, 4)
     sample_rate: int = 48000
     transport: Transport = Transport()
+    master: Master = Master()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +71,10 @@ class Track:
     color: str = "#888888"
     clips: tuple[Clip, ...] = ()
     effects: tuple[Mapping[str, Any], ...] = ()
+    # The id of the bus track this track feeds; None (absent, or not a string) means the master.
+    # Whether it names an existing bus is checked by the DSP graph, which falls back to master.
+    output: str | None = None
+    phase_invert: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +168,25 @@ def _read_session(raw: dict[str, Any], problems: _Problems) -> SessionInfo:
         )
     elif tr is not None:
         problems.add("session.transport", "expected a map")
+    master = Master()
+    raw_master = raw.get("master")
+    if isinstance(raw_master, dict):
+        master = Master(
+            gain_db=_num(raw_master.get("gainDb"), "session.master.gainDb", problems, 0.0, -144.0, 24.0),
+            limiter=_bool(raw_master.get("limiter"), "session.master.limiter", problems, True),
+            ceiling_db=_num(
+                raw_master.get("ceilingDb"), "session.master.ceilingDb", problems, -1.0, -60.0, 0.0
+            ),
+        )
+    elif raw_master is not None:
+        problems.add("session.master", "expected a map")
     return SessionInfo(
         title=_str(raw.get("title"), "session.title", problems, "Untitled"),
         bpm=_num(raw.get("bpm"), "session.bpm", problems, 120.0, 20.0, 999.0),
         time_signature=time_signature,
         sample_rate=int(_num(raw.get("sampleRate"), "session.sampleRate", problems, 48000, 8000, 192000)),
         transport=transport,
+        master=master,
     )
 
 
@@ -208,6 +235,12 @@ def _read_track(tid: str, raw: Any, problems: _Problems) -> Track | None:
     if isinstance(effects, list):
         fx = tuple(e for e in effects if isinstance(e, dict))
     clips.sort(key=lambda c: (c.start, c.id))
+    output = d.get("output")
+    if output in ("", "master"):
+        output = None  # the master, said explicitly
+    elif output is not None and (not isinstance(output, str) or output == tid):
+        problems.add(f"{where}.output", "expected the id of another (bus) track")
+        output = None
     return Track(
         id=tid,
         name=_str(d.get("name"), f"{where}.name", problems, "Track"),
@@ -219,6 +252,8 @@ def _read_track(tid: str, raw: Any, problems: _Problems) -> Track | None:
         color=_str(d.get("color"), f"{where}.color", problems, "#888888", 32),
         clips=tuple(clips),
         effects=fx,
+        output=output,
+        phase_invert=_bool(d.get("phaseInvert"), f"{where}.phaseInvert", problems, False),
     )
 
 

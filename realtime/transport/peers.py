@@ -33,7 +33,7 @@ class SyncPeer(Protocol):
 
     def enqueue(self, frame: bytes) -> bool: ...
 
-    def flush(self) -> None: ...
+    def flush(self) -> bool: ...
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -56,33 +56,35 @@ class DirectPeer:
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
         self._pending: list[bytes] = []
-        self._pending_bytes = 0
 
     @property
     def closing(self) -> bool:
         return self._closing
 
     def enqueue(self, frame: bytes) -> bool:
-        if self._closing or not self._channel.open:
-            return True  # going away: nothing more to deliver, and nothing to complain about
+        # Per delivery, only the framing cache and an append: the socket checks run once per
+        # delivery round, in flush().
         if frame is not DirectPeer._framed_data:
             DirectPeer._framed_wire = binary_frame(frame)
             DirectPeer._framed_data = frame
-        wire = DirectPeer._framed_wire
-        if self._channel.buffered() + self._pending_bytes + len(wire) > self._max:
-            return False
-        self._pending.append(wire)
-        self._pending_bytes += len(wire)
+        self._pending.append(DirectPeer._framed_wire)
         return True
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
         pending = self._pending
         if not pending:
-            return
+            return True
         self._pending = []
-        self._pending_bytes = 0
-        if self._channel.open:
-            self._channel.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        channel = self._channel
+        if self._closing or not channel.open:
+            return True  # going away: nothing more to deliver, and nothing to complain about
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        buffered = channel.buffered()
+        # A drained socket always takes the round, however large (a big document's sync reply).
+        if buffered and buffered + len(data) > self._max:
+            return False
+        channel.write(data)
+        return True
 
     def close(self, code: int, reason: str) -> None:
         if self._closing:
@@ -130,8 +132,8 @@ class QueuedPeer:
         self._wake.set()
         return True
 
-    def flush(self) -> None:
-        pass  # the writer task sends as soon as it is woken
+    def flush(self) -> bool:
+        return True  # the writer task sends as soon as it is woken; enqueue checks the bound
 
     def close(self, code: int, reason: str) -> None:
         if self._close is None:

@@ -32,8 +32,9 @@ class FakePeer:
         self.frames.append(frame)
         return True
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
         self.flushes += 1
+        return True
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
