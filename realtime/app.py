@@ -22,10 +22,13 @@ from . import errors
 from .accounts import Accounts
 from .api import assets as assets_api
 from .api import auth as auth_api
+from .api import preview as preview_api
+from .api import render as render_api
 from .api import sessions as sessions_api
 from .api.common import error_response, services
 from .config import Settings
 from .media.library import AssetLibrary
+from .preview import PreviewHub
 from .services import Services
 from .session.hub import HubConfig, RoomManager
 from .session.room import RoomLimits
@@ -110,6 +113,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             connect_limiter=KeyedRateLimiter(settings.connects_per_minute_per_ip),
             blobs=blobs,
             assets=assets,
+            preview=PreviewHub(rooms, the_store, assets),
         )
         await assets.startup()
         await rooms.start()
@@ -118,6 +122,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             yield
         finally:
             # Every update is already in the log; this compacts rooms and closes sockets cleanly.
+            await app.state.services.preview.close()
             await rooms.close()
             await assets.close()
             if store is None:
@@ -129,6 +134,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         *auth_api.routes,
         *sessions_api.routes,
         *assets_api.routes,
+        *render_api.routes,
+        *preview_api.routes,
         *sync_ws.routes,
         _web_mount(settings.web_dir),
     ]

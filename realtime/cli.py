@@ -1,12 +1,21 @@
-"""`escenario` command line: `serve` now; `worker`, `models` and `render` arrive with their issues."""
+"""`escenario` command line: `serve` and `render`; `worker` and `models` arrive with their issues."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Settings, settings_from_env
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .session.schema import SessionDocument
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,6 +32,164 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--web-dir", type=Path, help="built web client to serve at / (ESCENARIO_WEB_DIR)")
     p.add_argument("--log-level", help="debug|info|warning|error (ESCENARIO_LOG_LEVEL)")
     p.add_argument("--log-format", choices=["json", "text"], help="ESCENARIO_LOG_FORMAT, default json")
+
+
+_FORMAT_BY_SUFFIX = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg"}
+
+
+def _render_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "render",
+        help="render a session's mix (and stems) to audio files",
+        description="Render a session offline from the store, as the mixdown API does.",
+    )
+    p.add_argument("session_id", metavar="SESSION_ID")
+    p.add_argument("-o", "--output", type=Path, help="the mix file to write (format from its suffix)")
+    p.add_argument("--format", choices=["wav", "flac", "mp3", "ogg"], help="default: from -o, else wav")
+    p.add_argument("--start", type=float, default=0.0, help="start of the range in seconds (default 0)")
+    p.add_argument(
+        "--end", type=float, help="end of the range in seconds (default: the end of the last clip)"
+    )
+    p.add_argument("--dither", action="store_true", help="TPDF dither before 24-bit rounding (wav, flac)")
+    p.add_argument("--stems", type=Path, metavar="DIR", help="also write one file per track into DIR")
+    p.add_argument("--workers", type=int, help="render threads (default: the number of CPUs)")
+    p.add_argument("--data-dir", type=Path, help="data directory (ESCENARIO_DATA_DIR, default ./var)")
+    p.add_argument(
+        "--database-url", help="the store (ESCENARIO_DATABASE_URL; default SQLite in the data dir)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+async def _load_session(
+    settings: Settings, session_id: str
+) -> tuple[SessionDocument, dict[str, np.ndarray]] | None:
+    """The session's document and the samples of its assets, or None if there is no such session."""
+    from persistence.blobs import BlobNotFound, FileBlobStore
+    from persistence.factory import open_store
+
+    from .media.decode import MediaError
+    from .media.library import load_asset_samples
+    from .session.hub import build_doc
+    from .session.schema import read_document
+
+    store = await open_store(settings.resolved_database_url, data_dir=settings.data_dir)
+    try:
+        if len(session_id) > 64 or await store.get_session(session_id) is None:
+            return None
+        record = await store.load_room(session_id)
+        doc = read_document(build_doc(record.snapshot, (u for _, u in record.updates)))
+        blobs = FileBlobStore(settings.data_dir / "blobs")
+        assets: dict[str, np.ndarray] = {}
+        for asset_id in sorted({c.asset_id for t in doc.tracks for c in t.clips}):
+            asset = await store.get_asset(asset_id) if len(asset_id) <= 64 else None
+            if asset is None or asset.session_id != session_id or asset.deleted_at is not None:
+                continue
+            try:
+                assets[asset_id] = await load_asset_samples(blobs, asset)
+            except (BlobNotFound, MediaError) as exc:
+                print(f"escenario render: asset {asset_id} is unreadable ({exc}); silent", file=sys.stderr)
+        return doc, assets
+    finally:
+        await store.close()
+
+
+class _ProgressLine:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self._shown = -1
+
+    def __call__(self, fraction: float) -> None:
+        if not self.enabled:
+            return
+        percent = math.floor(fraction * 100)
+        if self.tty:
+            print(f"\rrendering {percent:3d}%", end="", file=sys.stderr, flush=True)
+        elif percent // 10 > self._shown // 10 or percent == 100:
+            print(f"rendering {percent:3d}%", file=sys.stderr, flush=True)
+        self._shown = percent
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def render(args: argparse.Namespace) -> int:
+    """`escenario render`: 0 on success, 1 when the session or render fails, 2 for bad arguments."""
+    settings = settings_from_env().replace(data_dir=args.data_dir, database_url=args.database_url)
+    if args.output is None and args.stems is None:
+        print("escenario render: give -o FILE and/or --stems DIR", file=sys.stderr)
+        return 2
+    fmt = args.format
+    if fmt is None:
+        suffix = args.output.suffix.lower() if args.output is not None else ""
+        fmt = _FORMAT_BY_SUFFIX.get(suffix, "wav")
+    if not (math.isfinite(args.start) and args.start >= 0):
+        print("escenario render: --start must be a number of seconds >= 0", file=sys.stderr)
+        return 2
+    if args.end is not None and not (math.isfinite(args.end) and args.end > args.start):
+        print("escenario render: --end must be after --start", file=sys.stderr)
+        return 2
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        print("escenario render: --workers must be >= 1", file=sys.stderr)
+        return 2
+
+    from .media.mixdown import MIXDOWN_FORMATS, render_files
+
+    if not MIXDOWN_FORMATS[fmt].available:
+        print(f"escenario render: this FFmpeg build cannot encode {fmt}", file=sys.stderr)
+        return 2
+    try:
+        loaded = asyncio.run(_load_session(settings, args.session_id))
+    except (OSError, ValueError) as exc:
+        print(f"escenario render: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    if loaded is None:
+        print(
+            f"escenario render: no session {args.session_id!r} in {settings.resolved_database_url}",
+            file=sys.stderr,
+        )
+        return 1
+    doc, assets = loaded
+    from .dsp.render import plan_render
+
+    try:
+        plan = plan_render(
+            doc, lambda a: assets[a].shape[-1] if a in assets else None, start_s=args.start, end_s=args.end
+        )
+    except ValueError as exc:
+        print(f"escenario render: {exc}", file=sys.stderr)
+        return 2
+    if plan.frames == 0:
+        print(
+            "escenario render: nothing to render (no clips after --start; give --end to render silence)",
+            file=sys.stderr,
+        )
+        return 1
+    progress = _ProgressLine(not args.quiet)
+    try:
+        plan = render_files(
+            doc,
+            assets,
+            fmt,
+            mix=args.output,
+            stems_dir=args.stems,
+            start_s=args.start,
+            end_s=args.end,
+            dither=args.dither,
+            workers=workers,
+            progress=progress,
+        )
+    except (ValueError, OSError) as exc:
+        progress.done()
+        print(f"escenario render: {exc}", file=sys.stderr)
+        return 1
+    progress.done()
+    if not args.quiet:
+        where = ", ".join(str(p) for p in (args.output, args.stems) if p is not None)
+        print(f"rendered {plan.duration_s:.2f} s to {where}", file=sys.stderr)
+    return 0
 
 
 def build_settings(args: argparse.Namespace) -> Settings:
@@ -73,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="escenario", description="Make music together in the browser.")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _render_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "render":
+        return render(args)
     if args.command == "serve":
         try:
             serve(build_settings(args))

@@ -52,6 +52,14 @@ class Settings:
     # Decoded asset audio kept in memory for rendering (float32 at 48 kHz: ~23 MiB per stereo minute).
     asset_cache_bytes: int = 512 * 1024 * 1024
 
+    # rendering
+    # Longest timeline range a mixdown may render (longer requests get 422 range_too_long).
+    max_render_s: float = 2 * 3600.0
+    # Threads one mixdown renders on (source tracks of each block in parallel).
+    render_workers: int = 1
+    # Mixdowns rendering at once; more wait as "queued" jobs (each holds a worker thread).
+    max_concurrent_renders: int = 2
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'escenario.db').resolve()}"

@@ -10,6 +10,7 @@ from persistence.ports import Store
 from .accounts import Accounts
 from .config import Settings
 from .media.library import AssetLibrary
+from .preview import PreviewHub
 from .session.hub import RoomManager
 from .transport.limits import KeyedRateLimiter
 
@@ -23,3 +24,4 @@ class Services:
     connect_limiter: KeyedRateLimiter
     blobs: BlobStore
     assets: AssetLibrary
+    preview: PreviewHub

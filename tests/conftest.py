@@ -1,15 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from .browser_support import CHROMIUM, CHROMIUM_ARGS, DIST_INDEX, TIMEOUT_MS
 from .harness import INTEROP, NodeClient, ServerProcess
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -91,3 +97,19 @@ def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Serve
     finally:
         srv.kill()
         asyncio.run(_pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: run `make browser` (Debian package chromium)")
+    require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
+    require(DIST_INDEX.is_file(), "web_client/dist is not built: run `make web`")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -234,3 +234,50 @@ class NodeClient:
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+class PyDocClient:
+    """A minimal Python Yjs client over `/sync` (pycrdt + websockets), for tests that edit."""
+
+    def __init__(self, ws_base: str, session_id: str, token: str) -> None:
+        import pycrdt
+        from websockets.sync.client import connect
+
+        from realtime.session import protocol as p
+
+        self._p = p
+        self.doc: Any = pycrdt.Doc()
+        self._cm = connect(f"{ws_base}/{session_id}?token={token}", max_size=None)
+        self.ws = self._cm.__enter__()
+        self.awareness: dict[int, Any] = {}
+        assert isinstance(p.decode_message(self.ws.recv(timeout=10)), p.SyncStep1)  # type: ignore[arg-type]
+        self.ws.send(p.sync_step1_message(self.doc.get_state()))
+        self.pump(until=lambda m: isinstance(m, p.SyncStep2))
+        self._outgoing: list[bytes] = []
+        self.doc.observe(lambda e: self._outgoing.append(e.update))
+
+    def pump(self, until: Callable[[Any], bool] | None = None, timeout: float = 10.0) -> Any:
+        """Read messages (applying updates, recording awareness) until one matches `until`."""
+        p = self._p
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("timed out waiting for a sync message")
+            msg = p.decode_message(self.ws.recv(timeout=remaining))  # type: ignore[arg-type]
+            if isinstance(msg, p.SyncStep2 | p.SyncUpdate):
+                self.doc.apply_update(msg.update)
+            elif isinstance(msg, p.AwarenessMessage):
+                for entry in p.decode_awareness(msg.payload, max_entries=1000, max_state_bytes=1 << 20):
+                    self.awareness[entry.client_id] = json.loads(entry.state_json)
+            if until is not None and until(msg):
+                return msg
+
+    def send_changes(self) -> None:
+        p = self._p
+        updates, self._outgoing = self._outgoing, []
+        for u in updates:
+            self.ws.send(p.update_message(u))
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)

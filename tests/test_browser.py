@@ -9,55 +9,18 @@ Screenshots land in tests/artifacts/.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .conftest import require
-from .harness import ROOT, ServerProcess
+from .browser_support import ARTIFACTS, FAILED_RESOURCE, TIMEOUT_MS
+from .harness import ServerProcess
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
-DIST_INDEX = ROOT / "web_client" / "dist" / "index.html"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # without these Chromium keeps calling home, which this closed network refuses
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 15_000
-
-# What Chromium itself logs (as a console error) for every non-2xx fetch; only tolerated for
-# statuses a test provokes on purpose.
-FAILED_RESOURCE = re.compile(r"Failed to load resource: the server responded with a status of (\d{3})")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: run `make browser` (Debian package chromium)")
-    require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
-    require(DIST_INDEX.is_file(), "web_client/dist is not built: run `make web`")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class Person:

@@ -17,6 +17,10 @@ Modules (import them directly; importing this package loads nothing heavy):
   ``Reverb``, ``Limiter`` (true-peak, look-ahead); ``make_effect`` builds them from the
   session document's ``{type, ...params}`` maps.
 - :mod:`.meters` — BS.1770-4 loudness (momentary, short-term, integrated), true peak, peak/RMS.
+- :mod:`.graph` — the session document compiled into a mixer (clips, track chains, buses,
+  mute/solo, master), updated incrementally and rendered block by block; its sample loops are
+  in :mod:`.graph_kernels`.
+- :mod:`.render` — offline rendering of a session (mix and stems, workers, progress).
 - :mod:`.mixer` — the personal-mix kernel ``Y = G · X`` and its gain-matrix builder.
 - :mod:`.backend`, :mod:`.gpu` — ``select_backend("auto"|"numba"|"cupy")`` and the optional
   cupy implementation of the mix kernel.

@@ -16,6 +16,11 @@ from .protocol import AwarenessEntry, ProtocolError
 # y-protocols clients renew every 15 s and drop peers silent for 30 s.
 OUTDATED_TIMEOUT_S = 30.0
 
+# The server's own presence (meters of the live preview). Yjs client ids are random 32-bit
+# numbers, so a client claiming 0 is vanishingly unlikely; if one does, it is ignored.
+SERVER_CLIENT_ID = 0
+SERVER_OWNER = -1
+
 
 @dataclass(slots=True)
 class _State:
@@ -49,6 +54,8 @@ class AwarenessRegistry:
         accepted: list[AwarenessEntry] = []
         owned = self._by_conn.setdefault(conn, set())
         for e in entries:
+            if e.client_id == SERVER_CLIENT_ID:
+                continue  # the server's own entry, echoed back by clients
             current = self._states.get(e.client_id)
             live = current is not None and current.state_json != "null"
             if live and current is not None and current.owner != conn:
@@ -73,6 +80,13 @@ class AwarenessRegistry:
             accepted.append(e)
         return accepted
 
+    def set_server_state(self, state_json: str, now: float) -> AwarenessEntry:
+        """Set (or with "null", clear) the server's own entry; returns the entry to broadcast."""
+        current = self._states.get(SERVER_CLIENT_ID)
+        clock = current.clock + 1 if current is not None else 1
+        self._states[SERVER_CLIENT_ID] = _State(clock, state_json, SERVER_OWNER, now)
+        return AwarenessEntry(SERVER_CLIENT_ID, clock, state_json)
+
     def snapshot(self) -> list[AwarenessEntry]:
         """All live states, for a joining or querying client."""
         return [
@@ -94,6 +108,8 @@ class AwarenessRegistry:
         """Remove clients not renewed within the y-protocols timeout (tabs that vanished)."""
         removed = []
         for cid, state in list(self._states.items()):
+            if state.owner == SERVER_OWNER:
+                continue
             if now - state.last_seen >= OUTDATED_TIMEOUT_S:
                 del self._states[cid]
                 self._by_conn.get(state.owner, set()).discard(cid)

@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,6 +84,9 @@ class RoomRunner:
         self._last_flush = -1e9
         self._closed_flush = False
         self._laggards: dict[int, Peer] = {}
+        # Called on the loop after each flush that changed the document (e.g. the live preview
+        # re-reads it). Keep them quick; they run on the sync hot path.
+        self.change_callbacks: list[Callable[[], None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -119,6 +122,10 @@ class RoomRunner:
         if self.room.needs_rebuild and not self._rebuilding:
             self._rebuilding = True
             asyncio.get_running_loop().create_task(self._rebuild())
+
+    def set_server_presence(self, state: str) -> None:
+        """Publish the server's awareness entry (JSON object text, or "null" to clear)."""
+        self.submit(self.room.set_server_presence(state, time.monotonic()))
 
     def commit_local_changes(self) -> None:
         """Persist and broadcast edits that server code made on `room.doc`."""
@@ -168,23 +175,31 @@ class RoomRunner:
             self._batch = []
         outbox, self._outbox = self._outbox, []
         self._deliver(outbox)
-        self._after_flush()
+        self._after_flush(changed=bool(batch))
 
     async def _flush_async(self) -> None:
+        changed = False
         try:
             while self._batch or self._outbox:
                 batch, self._batch = self._batch, []
                 outbox, self._outbox = self._outbox, []
                 if batch:
                     await self._persist(batch)
+                    changed = True
                 self._deliver(outbox)
         finally:
             self._flusher = None
-        self._after_flush()
+        self._after_flush(changed=changed)
 
-    def _after_flush(self) -> None:
+    def _after_flush(self, *, changed: bool) -> None:
         if not self._batch and not self._outbox:
             self._idle.set()
+        if changed:
+            for callback in list(self.change_callbacks):
+                try:
+                    callback()
+                except Exception:
+                    log.exception("room %s: change callback failed", self.room.name)
         if self.last_seq - self.snapshot_seq >= self._config.compact_after_rows:
             self._start_compaction()
 

@@ -176,6 +176,11 @@ class Room:
             return []
         return [Broadcast(p.awareness_message(p.encode_awareness(removed)))]
 
+    def set_server_presence(self, state_json: str, now: float) -> list[Effect]:
+        """Publish the server's own awareness state (e.g. live meters); "null" removes it."""
+        entry = self._awareness.set_server_state(state_json, now)
+        return [Broadcast(p.awareness_message(p.encode_awareness([entry])))]
+
     def close_all(self, code: int, reason: str) -> list[Effect]:
         return [Close(conn, code, reason) for conn in list(self._conns)]
 

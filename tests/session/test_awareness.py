@@ -68,3 +68,16 @@ def test_silent_clients_expire() -> None:
     assert reg.expire(OUTDATED_TIMEOUT_S - 1) == []
     assert reg.expire(OUTDATED_TIMEOUT_S) == [AwarenessEntry(10, 2, "null")]
     assert [e.client_id for e in reg.snapshot()] == [20]
+
+
+def test_server_entry_is_the_servers_alone() -> None:
+    from realtime.session.awareness import SERVER_CLIENT_ID
+
+    reg = AwarenessRegistry()
+    first = reg.set_server_state('{"meters":{}}', now=0)
+    assert first.client_id == SERVER_CLIENT_ID
+    # A client echoing (or forging) the server's entry changes nothing.
+    assert reg.apply(1, [AwarenessEntry(SERVER_CLIENT_ID, 99, "null")], now=0) == []
+    assert reg.expire(OUTDATED_TIMEOUT_S * 10) == []
+    assert reg.set_server_state("null", now=1).clock == first.clock + 1
+    assert reg.snapshot() == []

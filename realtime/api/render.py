@@ -1,0 +1,288 @@
+"""`GET /api/sessions/{id}/mixdown`: the session rendered offline into a file (or a zip of stems).
+
+Any member may render (viewers too); to anyone else the session does not exist (404). The
+document is read on the event loop, the assets are loaded through the asset cache, and the
+render and encoding run in a worker thread (`realtime.media.mixdown.write_mixdown`). While it
+runs, a job `{kind: "render", status, progress}` in the document's `jobs` map shows its
+progress to every collaborator (updated about four times a second); it ends `done`, `failed`
+or `cancelled` (the client went away). At most `max_concurrent_renders` mixdowns render at once
+(each holds a thread of the loop's default executor); later ones wait with status `queued`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pycrdt
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from persistence.blobs import BlobNotFound
+
+from .. import errors
+from ..accounts import session_access
+from ..dsp.render import plan_render
+from ..media.decode import MediaError
+from ..media.mixdown import MIXDOWN_FORMATS, ZIP_MIME, safe_filename, write_mixdown
+from ..services import Services
+from ..session.hub import RoomManager, RoomRunner
+from ..session.schema import SessionDocument, read_document
+from .common import authenticate, services
+
+log = logging.getLogger(__name__)
+
+JOB_UPDATE_INTERVAL_S = 0.25
+FINISHED_JOBS_KEPT = 10
+_ACTIVE = ("queued", "running")
+_NUMBER = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,9})?$")
+
+
+def _seconds(params: Any, name: str) -> float | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not _NUMBER.fullmatch(raw.strip()):
+        raise errors.ValidationFailed(f"{name}: must be a number of seconds >= 0")
+    return float(raw)
+
+
+def _flag(params: Any, name: str) -> bool:
+    raw = params.get(name, "0")
+    if raw not in ("0", "1"):
+        raise errors.ValidationFailed(f"{name}: must be 0 or 1")
+    return bool(raw == "1")
+
+
+class RenderJob:
+    """A render's entry in the session document's `jobs` map, kept up to date from the loop."""
+
+    def __init__(self, rooms: RoomManager, session_id: str, *, fmt: str, stems: bool) -> None:
+        self.id = f"render-{secrets.token_hex(8)}"
+        self._rooms = rooms
+        self._session_id = session_id
+        self._loop = asyncio.get_running_loop()
+        self._fmt = fmt
+        self._stems = stems
+        self._last_write = -math.inf
+        self._finished = False
+        self._reloading = False
+
+    def _write(self, runner: RoomRunner, **fields: Any) -> None:
+        doc = runner.room.doc
+        jobs = doc.get("jobs", type=pycrdt.Map)
+        with doc.transaction(origin="server"):
+            entry = jobs.get(self.id)
+            if isinstance(entry, pycrdt.Map):
+                for key, value in fields.items():
+                    entry[key] = value
+            else:  # new, or a collaborator removed it meanwhile
+                jobs[self.id] = pycrdt.Map(
+                    {"kind": "render", "format": self._fmt, "stems": self._stems, "progress": 0.0, **fields}
+                )
+        runner.commit_local_changes()
+
+    async def start(self, status: str = "running") -> None:
+        runner = await self._rooms.acquire(self._session_id)
+        self._prune(runner)
+        self._write(runner, status=status, progress=0.0, startedAt=time.time() * 1000)
+        self._last_write = self._loop.time()
+
+    async def running(self) -> None:
+        runner = await self._rooms.acquire(self._session_id)
+        self._write(runner, status="running")
+        self._last_write = self._loop.time()
+
+    def _prune(self, runner: RoomRunner) -> None:
+        """Keep the newest finished render jobs only, so the document does not grow forever."""
+        doc = runner.room.doc
+        jobs = doc.get("jobs", type=pycrdt.Map)
+        finished: list[tuple[float, str]] = []
+        for jid, raw in (jobs.to_py() or {}).items():
+            if isinstance(raw, dict) and raw.get("kind") == "render" and raw.get("status") not in _ACTIVE:
+                ended = raw.get("finishedAt")
+                finished.append((float(ended) if isinstance(ended, int | float) else 0.0, jid))
+        finished.sort()
+        stale = finished[: max(0, len(finished) - (FINISHED_JOBS_KEPT - 1))]
+        if stale:
+            with doc.transaction(origin="server"):
+                for _, jid in stale:
+                    del jobs[jid]
+
+    def progress_threadsafe(self, fraction: float) -> None:
+        """The render's progress callback (called from the worker thread)."""
+        self._loop.call_soon_threadsafe(self._progress, fraction)
+
+    def _progress(self, fraction: float) -> None:
+        now = self._loop.time()
+        if self._finished or now - self._last_write < JOB_UPDATE_INTERVAL_S:
+            return
+        runner = self._rooms.get_loaded(self._session_id)
+        if runner is None:
+            # Unloaded while idle: load it again (the job's entry was persisted with it).
+            if not self._reloading:
+                self._reloading = True
+                self._loop.create_task(self._reload())
+            return
+        self._last_write = now
+        self._write(runner, progress=round(fraction, 4))
+
+    async def _reload(self) -> None:
+        try:
+            await self._rooms.acquire(self._session_id)
+        except Exception:
+            log.exception("render job %s: reloading session %s failed", self.id, self._session_id)
+        finally:
+            self._reloading = False
+
+    async def finish(self, status: str, error: str | None = None) -> None:
+        self._finished = True
+        fields: dict[str, Any] = {"status": status, "finishedAt": time.time() * 1000}
+        if status == "done":
+            fields["progress"] = 1.0
+        if error is not None:
+            fields["error"] = error[:300]
+        runner = await self._rooms.acquire(self._session_id)
+        self._write(runner, **fields)
+        await runner.drain()
+
+
+async def _load_assets(svc: Services, session_id: str, doc: SessionDocument) -> dict[str, np.ndarray]:
+    """The samples of every asset the document uses that belongs to this session."""
+    wanted = {clip.asset_id for track in doc.tracks for clip in track.clips}
+    assets: dict[str, np.ndarray] = {}
+    for asset_id in sorted(wanted):
+        record = await svc.store.get_asset(asset_id) if len(asset_id) <= 64 else None
+        # An id from another session is treated as missing: a document cannot reach other
+        # sessions' audio.
+        if record is None or record.session_id != session_id or record.deleted_at is not None:
+            continue
+        try:
+            assets[asset_id] = await svc.assets.samples(record)
+        except (BlobNotFound, MediaError) as exc:
+            # Rendered as silence (the graph reports the missing asset), like a deleted one.
+            log.warning("mixdown of session %s: asset %s unreadable: %s", session_id, asset_id, exc)
+    return assets
+
+
+def _render_slots(request: Request, limit: int) -> asyncio.Semaphore:
+    """The app's limit on concurrent renders (created on first use, on the app's loop)."""
+    slots: asyncio.Semaphore | None = getattr(request.app.state, "render_slots", None)
+    if slots is None:
+        slots = asyncio.Semaphore(max(1, limit))
+        request.app.state.render_slots = slots
+    return slots
+
+
+def _disposition(title: str, extension: str) -> str:
+    filename = safe_filename(title, "mixdown") + extension
+    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+async def mixdown(request: Request) -> Response:
+    caller = await authenticate(request)
+    svc = services(request)
+    access = await session_access(svc.store, request.path_params["session_id"], caller.user)
+    params = request.query_params
+    fmt = params.get("format", "wav")
+    if fmt not in MIXDOWN_FORMATS:
+        raise errors.ValidationFailed(f"format: must be one of {', '.join(MIXDOWN_FORMATS)}")
+    spec = MIXDOWN_FORMATS[fmt]
+    if not spec.available:
+        raise errors.ValidationFailed(
+            f"format: this server's FFmpeg cannot encode {fmt}", code="unsupported_format"
+        )
+    start = _seconds(params, "start") or 0.0
+    end = _seconds(params, "end")
+    dither = _flag(params, "dither")
+    stems = _flag(params, "stems")
+
+    session_id = access.session.id
+    runner = await svc.rooms.acquire(session_id)
+    doc = read_document(runner.room.doc)
+    assets = await _load_assets(svc, session_id, doc)
+    try:
+        plan = plan_render(
+            doc, lambda a: assets[a].shape[-1] if a in assets else None, start_s=start, end_s=end
+        )
+    except ValueError as exc:
+        raise errors.ValidationFailed(str(exc), code="invalid_range") from exc
+    limit = svc.settings.max_render_s
+    if plan.duration_s > limit:
+        raise errors.ValidationFailed(
+            f"the range is {plan.duration_s:.1f} s long; mixdowns are limited to {limit:g} s",
+            code="range_too_long",
+        )
+    if plan.frames == 0:
+        raise errors.ValidationFailed(
+            "nothing to render: the range is empty (no clips after start; pass end= to render silence)",
+            code="empty_range",
+        )
+
+    extension = ".zip" if stems else spec.extension
+    dest = svc.assets.temp_path(extension)
+    job = RenderJob(svc.rooms, session_id, fmt=fmt, stems=stems)
+    slots = _render_slots(request, svc.settings.max_concurrent_renders)
+    queued = slots.locked()
+    await job.start("queued" if queued else "running")
+    cancel = threading.Event()
+    try:
+        async with slots:
+            if queued:
+                await job.running()
+            await asyncio.to_thread(
+                write_mixdown,
+                dest,
+                doc,
+                assets,
+                fmt,
+                start_s=start,
+                end_s=end,
+                dither=dither,
+                stems=stems,
+                workers=svc.settings.render_workers,
+                progress=job.progress_threadsafe,
+                cancel=cancel,
+            )
+    except asyncio.CancelledError:
+        # The thread stops at its next block and removes its files.
+        cancel.set()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(job.finish("cancelled"))
+        raise
+    except Exception as exc:
+        log.exception("mixdown of session %s failed", session_id)
+        await job.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    await job.finish("done")
+    return FileResponse(
+        dest,
+        media_type=ZIP_MIME if stems else spec.mime,
+        headers={
+            "content-disposition": _disposition(access.session.title, extension),
+            "cache-control": "no-store",
+        },
+        background=BackgroundTask(_unlink, dest),
+    )
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+routes = [
+    Route("/api/sessions/{session_id}/mixdown", mixdown, methods=["GET"]),
+]
