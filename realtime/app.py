@@ -117,7 +117,13 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         )
         await assets.startup()
         await rooms.start()
-        log.info("escenario ready", extra={"database": settings.resolved_database_url.split("@")[-1]})
+        log.info(
+            "escenario ready",
+            extra={
+                "database": settings.resolved_database_url.split("@")[-1],
+                "dsp_backend": settings.dsp_backend,
+            },
+        )
         try:
             yield
         finally:

@@ -32,6 +32,12 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--web-dir", type=Path, help="built web client to serve at / (ESCENARIO_WEB_DIR)")
     p.add_argument("--log-level", help="debug|info|warning|error (ESCENARIO_LOG_LEVEL)")
     p.add_argument("--log-format", choices=["json", "text"], help="ESCENARIO_LOG_FORMAT, default json")
+    p.add_argument(
+        "--dsp-backend",
+        choices=["auto", "numba", "cupy"],
+        help="mix kernels on the CPU (numba) or a CUDA GPU (cupy, needs the [gpu] extra); "
+        "auto picks cupy only when a GPU is usable (ESCENARIO_DSP_BACKEND, default auto)",
+    )
 
 
 _FORMAT_BY_SUFFIX = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg"}
@@ -203,6 +209,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         web_dir=args.web_dir,
         log_level=args.log_level,
         log_format=args.log_format,
+        dsp_backend=args.dsp_backend,
     )
 
 
@@ -210,10 +217,15 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .app import create_app
+    from .dsp.backend import BackendUnavailable, select_backend
     from .logs import configure_logging
     from .transport.uvicorn_ws import EscenarioWebSocketProtocol
 
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        settings = settings.replace(dsp_backend=select_backend(settings.dsp_backend))
+    except (ValueError, BackendUnavailable) as exc:
+        raise SystemExit(f"escenario serve: {exc}") from exc
     if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SystemExit(
             f"--redis-url must start with redis://, rediss:// or unix://, got {settings.redis_url!r}"

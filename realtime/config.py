@@ -24,6 +24,8 @@ class Settings:
     web_dir: Path = field(default_factory=lambda: _REPO_ROOT / "web_client" / "dist")
     log_level: str = "info"
     log_format: str = "json"  # json | text
+    # auto | numba | cupy; `serve` resolves auto to what this machine can run.
+    dsp_backend: str = "auto"
 
     # accounts
     token_ttl_s: int = 30 * 24 * 3600
