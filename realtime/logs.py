@@ -24,7 +24,7 @@ class JsonFormatter(logging.Formatter):
         }
         # Fields passed with `extra=` become top-level keys.
         for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
+            if key not in _RESERVED and key != "color_message" and not key.startswith("_"):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
