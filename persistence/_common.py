@@ -78,6 +78,45 @@ def check_asset_fields(
         )
 
 
+def new_asset_record(
+    *,
+    now: float,
+    session_id: str,
+    uploader_id: str | None,
+    name: str,
+    kind: AssetKind,
+    mime: str,
+    duration_s: float,
+    sample_rate: int,
+    channels: int,
+    frames: int,
+    size_bytes: int,
+    blob_key: str,
+    asset_id: str | None,
+) -> AssetRecord:
+    """A validated record for `create_asset`, identical on every backend."""
+    check_asset_fields(
+        kind=kind, sample_rate=sample_rate, channels=channels, frames=frames, size_bytes=size_bytes
+    )
+    return AssetRecord(
+        id=asset_id or new_id(),
+        session_id=session_id,
+        uploader_id=uploader_id,
+        name=name,
+        kind=AssetKind(kind),
+        mime=mime,
+        duration_s=float(duration_s),
+        sample_rate=int(sample_rate),
+        channels=int(channels),
+        frames=int(frames),
+        size_bytes=int(size_bytes),
+        blob_key=blob_key,
+        created_at=now,
+        processed_at=None,
+        deleted_at=None,
+    )
+
+
 def sort_members(members: Iterable[Member]) -> list[Member]:
     """Owner first, then by name.
 

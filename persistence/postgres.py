@@ -23,9 +23,9 @@ from persistence._common import (
     USER_COLUMNS,
     Clock,
     asset_from_row,
-    check_asset_fields,
     compaction_applies,
     email_key,
+    new_asset_record,
     new_id,
     prefixed,
     session_from_row,
@@ -383,25 +383,20 @@ class PostgresStore:
         blob_key: str,
         asset_id: str | None = None,
     ) -> AssetRecord:
-        check_asset_fields(
-            kind=kind, sample_rate=sample_rate, channels=channels, frames=frames, size_bytes=size_bytes
-        )
-        record = AssetRecord(
-            id=asset_id or new_id(),
+        record = new_asset_record(
+            now=self._clock(),
             session_id=session_id,
             uploader_id=uploader_id,
             name=name,
-            kind=AssetKind(kind),
+            kind=kind,
             mime=mime,
-            duration_s=float(duration_s),
-            sample_rate=int(sample_rate),
-            channels=int(channels),
-            frames=int(frames),
-            size_bytes=int(size_bytes),
+            duration_s=duration_s,
+            sample_rate=sample_rate,
+            channels=channels,
+            frames=frames,
+            size_bytes=size_bytes,
             blob_key=blob_key,
-            created_at=self._clock(),
-            processed_at=None,
-            deleted_at=None,
+            asset_id=asset_id,
         )
         pool = await self._get_pool()
         try:
