@@ -7,10 +7,15 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from starlette.testclient import TestClient
 
+from realtime.app import create_app
+from realtime.config import Settings
+
+from .appclient import MakeClient
 from .browser_support import CHROMIUM, CHROMIUM_ARGS, DIST_INDEX, TIMEOUT_MS
 from .harness import INTEROP, NodeClient, ServerProcess
 
@@ -27,6 +32,30 @@ def require(condition: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"CI requires this: {why}")
     pytest.skip(why)
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[MakeClient]:
+    """In-process apps (lifespan entered) on a fresh data dir; keyword arguments override Settings."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        settings = Settings(data_dir=tmp_path / "data", web_dir=tmp_path / "no-web").replace(**overrides)
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: MakeClient) -> TestClient:
+    return make_client()
 
 
 @pytest.fixture

@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from starlette.testclient import TestClient
 
-from realtime.app import create_app
-from realtime.config import Settings
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path / "data", web_dir=tmp_path / "no-web")
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def signup(client: TestClient, email: str = "ana@example.com", name: str = "Ana") -> str:
-    r = client.post("/api/auth/signup", json={"email": email, "password": "correct horse", "name": name})
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
+from .appclient import auth, signup
 
 
 def test_healthz(client: TestClient) -> None:

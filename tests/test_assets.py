@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -13,56 +13,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from persistence.ports import AssetRecord
-from realtime.app import create_app
 from realtime.config import Settings, settings_from_env
 from realtime.media.decode import SAMPLE_RATE, decode_audio
 from realtime.media.encode import encode_audio
-from realtime.services import Services
 
+from .appclient import MakeClient, auth, services, signup
 from .media.audio import PYAV_FORMATS, dominant_frequency, encoder_exists, pyav_bytes, sine, wav_bytes
-
-MakeClient = Callable[..., TestClient]
-
-
-@pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[MakeClient]:
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        settings = Settings(
-            data_dir=tmp_path / "data", web_dir=tmp_path / "no-web", max_upload_bytes=4 * 1024 * 1024
-        ).replace(**overrides)
-        client = TestClient(create_app(settings))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    try:
-        yield make
-    finally:
-        for client in clients:
-            client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def client(make_client: MakeClient) -> TestClient:
-    return make_client()
-
-
-def services(client: TestClient) -> Services:
-    svc = client.app.state.services  # type: ignore[attr-defined]
-    assert isinstance(svc, Services)
-    return svc
-
-
-def signup(client: TestClient, email: str = "ana@example.com", name: str = "Ana") -> str:
-    r = client.post("/api/auth/signup", json={"email": email, "password": "correct horse", "name": name})
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 def new_session(client: TestClient, token: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,6 @@ from starlette.testclient import TestClient
 
 from realtime import cli
 from realtime.api import render as render_api
-from realtime.app import create_app
-from realtime.config import Settings
 from realtime.dsp import render as dsp_render
 from realtime.dsp.render import RenderCancelled, render_session
 from realtime.media.decode import decode_audio
@@ -27,35 +25,12 @@ from realtime.media.encode import encode_audio, encoder_available
 from realtime.media.mixdown import safe_filename, stem_names, write_mixdown
 from realtime.session.schema import read_document
 
+from .appclient import MakeClient, auth, services, signup
 from .harness import wait_until
 from .media.audio import sine
-from .test_assets import add_member, auth, services, signup, uploaded
+from .test_assets import add_member, uploaded
 
-MakeClient = Callable[..., TestClient]
 FS = 48000
-
-
-@pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[MakeClient]:
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        settings = Settings(data_dir=tmp_path / "data", web_dir=tmp_path / "no-web").replace(**overrides)
-        client = TestClient(create_app(settings))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    try:
-        yield make
-    finally:
-        for client in clients:
-            client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def client(make_client: MakeClient) -> TestClient:
-    return make_client()
 
 
 def edit_doc(client: TestClient, sid: str, edit: Callable[[pycrdt.Doc[Any]], None]) -> None:
