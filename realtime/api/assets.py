@@ -158,7 +158,7 @@ async def get_peaks(request: Request) -> Response:
 
 
 class _Unsatisfiable(Exception):
-    pass
+    """The Range header names no byte the file has (answered with 416)."""
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:

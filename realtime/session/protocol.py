@@ -55,7 +55,7 @@ class AwarenessMessage:
 
 @dataclass(frozen=True, slots=True)
 class QueryAwareness:
-    pass
+    """Message type 3: the client asks for every current awareness state."""
 
 
 @dataclass(frozen=True, slots=True)
