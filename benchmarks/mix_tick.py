@@ -4,8 +4,8 @@ Every 2.5 ms (120 frames at 48 kHz) the live-jam server computes, for N particip
 one mono input and each hear their own stereo mix, ``Y = G · X`` (``G`` is 2N x N, ``X`` is N x 120,
 float32: :func:`realtime.dsp.mixer.mix_matrix`, or :func:`~realtime.dsp.mixer.mix_matrix_ramp` on
 a tick where someone's gains changed) and then runs each listener's stereo mix through a master
-limiter (:class:`realtime.dsp.effects.Limiter`, -1 dB ceiling, 1.5 ms look-ahead). One *tick* is
-that whole step; this benchmark times it, tick by tick, for N = 8 … 128.
+limiter (-1 dB ceiling, 1.5 ms look-ahead). One *tick* is that whole step; this benchmark times it,
+tick by tick, for N = 8 … 128.
 
 Method:
 
@@ -23,18 +23,20 @@ Method:
 - Each configuration is measured ``--repeats`` times, the repeats interleaved; the tables give
   the median over repeats of each statistic (the max column gives the largest of all repeats).
 
-Variants of the tick (all use the same mix; they differ in the limiter):
+Variants of the tick (all compute the same mix; they differ in the limiters and in the calls):
 
-- ``true-peak``: one ``Limiter(2, 48000)`` per listener, the product's default (4x oversampled
-  BS.1770 true-peak detector);
-- ``sample-peak``: ``Limiter(2, 48000, true_peak=False)`` per listener;
+- ``bank/sample-peak`` (the product path for personal mixes): :func:`realtime.dsp.mixer.mix_and_limit`
+  with a :class:`realtime.dsp.effects.LimiterBank` ``(N, 2, 48000)`` (sample peaks): the GEMM (two
+  on a ramped tick) and one numba call that limits every listener;
+- ``bank/true-peak``: the same with ``LimiterBank(..., true_peak=True)``;
+- ``sample-peak``: the GEMM, then one ``Limiter(2, 48000, true_peak=False)`` per listener, called
+  from a Python loop (N calls per tick);
+- ``true-peak``: the same with ``Limiter(2, 48000)`` (the 4x oversampled BS.1770 detector);
 - ``hand+sample-peak`` (anchor): the mix as a naive per-listener Python/numpy loop
   (``np.dot`` of the listener's two rows of ``G`` with ``X``) instead of one GEMM, then the
-  same sample-peak limiters;
-- ``batched-proto/...``: **a prototype that exists only in this benchmark**, not product code:
-  the same ``kernels.limiter`` called for every listener from one numba function over stacked
-  state arrays (one Python call per tick instead of N). Its output is checked bit-identical to
-  the per-listener limiters before it is timed.
+  same per-listener sample-peak limiters.
+
+Before timing, each bank's output is checked bit-identical to the per-listener limiters'.
 
 Also timed alone: the mix kernel (``mix_matrix``, ``mix_matrix_ramp`` on every tick) and the
 hand loop, for the DESIGN.md figure "all N personal mixes as one float32 GEMM: N=128 in ~110 µs
@@ -94,13 +96,13 @@ BLAS_ENVS = ("as-is", "unset")
 
 MIX_VARIANTS = ("gemm", "gemm-ramp", "hand")
 TICK_VARIANTS = (
+    "bank/sample-peak",
+    "bank/true-peak",
     "true-peak",
     "sample-peak",
     "hand+sample-peak",
-    "batched-proto/true-peak",
-    "batched-proto/sample-peak",
 )
-PRODUCT_TICKS = ("true-peak", "sample-peak")
+PRODUCT_TICKS = ("bank/sample-peak", "bank/true-peak", "sample-peak", "true-peak")
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +232,6 @@ class Scene:
         self.out = np.empty((2 * n, BLOCK), dtype=np.float32)
         self.scratch = np.empty((2 * n, BLOCK), dtype=np.float32)
         self.views = [self.out[2 * i : 2 * i + 2] for i in range(n)]
-        self.out3 = self.out.reshape(n, 2, BLOCK)
         self.ramp_w = np.arange(1, BLOCK + 1, dtype=np.float32) / np.float32(BLOCK)
 
     def gain_pair(self, i: int) -> tuple[Any, Any | None]:
@@ -249,6 +250,17 @@ class Scene:
             mix_matrix(g0, x, self.out)
         else:
             mix_matrix_ramp(g0, g1, x, self.out, self.scratch)
+
+    def tick_with(self, bank: Any) -> Callable[[int], None]:
+        """The product's tick: ``mix_and_limit`` (GEMM or ramp, then one call for every limiter)."""
+        from realtime.dsp.mixer import mix_and_limit
+
+        def step(i: int) -> None:
+            x = self.inputs[i % INPUT_BLOCKS]
+            g0, g1 = self.gain_pair(i)
+            mix_and_limit(g0, x, bank, self.out, gains_end=g1, scratch=self.scratch)
+
+        return step
 
     def hand_mix(self, i: int) -> None:
         """The naive per-listener loop the GEMM replaces: two rows of G times X per listener."""
@@ -269,119 +281,27 @@ def make_limiters(n: int, true_peak: bool) -> list[Any]:
     return [Limiter(2, SAMPLE_RATE, ceiling_db=-1.0, true_peak=true_peak) for _ in range(n)]
 
 
-_LIMIT_ALL: Any = None
+def make_bank(n: int, true_peak: bool) -> Any:
+    from realtime.dsp.effects import LimiterBank
+
+    return LimiterBank(n, 2, SAMPLE_RATE, ceiling_db=-1.0, true_peak=true_peak)
 
 
-def limit_all_kernel() -> Any:
-    """PROTOTYPE (benchmark only): every listener's ``kernels.limiter`` in one numba call."""
-    global _LIMIT_ALL
-    if _LIMIT_ALL is None:
-        import numba
-
-        from realtime.dsp import kernels
-
-        limiter = kernels.limiter
-
-        def _limit_all(
-            y3: Any,
-            hist: Any,
-            delay: Any,
-            box: Any,
-            dq_val: Any,
-            dq_time: Any,
-            istate: Any,
-            fstate: Any,
-            taps: Any,
-            threshold: float,
-            release: float,
-            hold: int,
-            gain: Any,
-        ) -> None:
-            for i in range(y3.shape[0]):
-                limiter(
-                    y3[i],
-                    hist[i],
-                    delay[i],
-                    box[i],
-                    dq_val[i],
-                    dq_time[i],
-                    istate[i],
-                    fstate[i],
-                    taps,
-                    threshold,
-                    release,
-                    hold,
-                    gain[i],
-                )
-
-        _LIMIT_ALL = numba.njit(nogil=True, cache=True)(_limit_all)
-    return _LIMIT_ALL
-
-
-class BatchedLimiters:
-    """PROTOTYPE (benchmark only): the state of N ``Limiter`` objects stacked, run by one kernel call."""
-
-    def __init__(self, n: int, true_peak: bool) -> None:
-        import numpy as np
-
-        from realtime.dsp.effects import _coef
-
-        proto = make_limiters(1, true_peak)[0]
-        self.n = n
-
-        def stack(a: Any) -> Any:
-            return np.ascontiguousarray(np.repeat(a[None], n, axis=0))
-
-        self.hist = stack(proto._hist)
-        self.delay = stack(proto._delay)
-        self.box = stack(proto._box)
-        self.dq_val = stack(proto._dq_val)
-        self.dq_time = stack(proto._dq_time)
-        self.istate = stack(proto._istate)
-        self.fstate = stack(proto._fstate)
-        self.taps = proto._taps
-        self.threshold = 10.0 ** (proto.ceiling_db / 20.0)
-        self.release = _coef(proto.release_ms, SAMPLE_RATE)
-        self.hold = proto._hold
-        self.gain = np.zeros((n, BLOCK), dtype=np.float64)
-        self.kernel = limit_all_kernel()
-
-    def process(self, y3: Any) -> None:
-        self.kernel(
-            y3,
-            self.hist,
-            self.delay,
-            self.box,
-            self.dq_val,
-            self.dq_time,
-            self.istate,
-            self.fstate,
-            self.taps,
-            self.threshold,
-            self.release,
-            self.hold,
-            self.gain,
-        )
-
-
-def check_batched(scene: Scene, true_peak: bool) -> None:
-    """The prototype must produce exactly what the per-listener limiters produce."""
+def check_bank(scene: Scene, true_peak: bool) -> None:
+    """The product's bank must produce exactly what the per-listener limiters produce."""
     import numpy as np
 
     limiters = make_limiters(scene.n, true_peak)
-    batched = BatchedLimiters(scene.n, true_peak)
+    bank = make_bank(scene.n, true_peak)
+    step = scene.tick_with(bank)
     for i in range(3 * INPUT_BLOCKS):
         scene.mix(i)
-        ref = scene.out.copy()
         for lim, view in zip(limiters, scene.views, strict=True):
             lim.process(view)
         expected = scene.out.copy()
-        scene.out[...] = ref
-        batched.process(scene.out3)
+        step(i)
         if not np.array_equal(scene.out, expected):
-            raise RuntimeError(
-                f"batched prototype differs from per-listener limiters (N={scene.n}, tick {i})"
-            )
+            raise RuntimeError(f"LimiterBank differs from per-listener limiters (N={scene.n}, tick {i})")
 
 
 def make_steps(scene: Scene) -> dict[str, Callable[[], Callable[[int], None]]]:
@@ -419,17 +339,9 @@ def make_steps(scene: Scene) -> dict[str, Callable[[], Callable[[int], None]]]:
 
         return factory
 
-    def batched(true_peak: bool) -> Callable[[], Callable[[int], None]]:
+    def bank(true_peak: bool) -> Callable[[], Callable[[int], None]]:
         def factory() -> Callable[[int], None]:
-            lims = BatchedLimiters(scene.n, true_peak)
-            mix = scene.mix
-            out3 = scene.out3
-
-            def step(i: int) -> None:
-                mix(i)
-                lims.process(out3)
-
-            return step
+            return scene.tick_with(make_bank(scene.n, true_peak))
 
         return factory
 
@@ -440,8 +352,8 @@ def make_steps(scene: Scene) -> dict[str, Callable[[], Callable[[int], None]]]:
         "true-peak": per_listener(True, scene.mix),
         "sample-peak": per_listener(False, scene.mix),
         "hand+sample-peak": per_listener(False, scene.hand_mix),
-        "batched-proto/true-peak": batched(True),
-        "batched-proto/sample-peak": batched(False),
+        "bank/sample-peak": bank(False),
+        "bank/true-peak": bank(True),
     }
 
 
@@ -467,10 +379,10 @@ def worker_main(argv: Sequence[str]) -> int:
     ns = [int(n) for n in args.ns.split(",")]
     variants = args.variants.split(",")
     scenes = {n: Scene(n, args.change_every, args.seed) for n in ns}
-    for n in ns:  # compile (or load from the cache) and check the prototype
-        if any(v.startswith("batched-proto") for v in variants):
-            check_batched(scenes[n], True)
-            check_batched(scenes[n], False)
+    for n in ns:  # compile (or load from the cache) and check the banks against Limiter
+        for true_peak in (False, True):
+            if f"bank/{'true' if true_peak else 'sample'}-peak" in variants:
+                check_bank(scenes[n], true_peak)
     runs: list[dict[str, Any]] = []
     for rep in range(args.repeats):
         for n in ns:
@@ -642,13 +554,7 @@ def verdicts(summary: dict[str, dict[str, Any]]) -> list[str]:
     if any(f"{v}/{TARGET_N}" in summary for v in PRODUCT_TICKS):
         lines.append(
             f"TARGET {'MET' if met_any else 'MISSED'}: N={TARGET_N} within {100 * BUDGET_FRACTION:.0f} % "
-            "of the 2.5 ms period at p99 on one core (product code, either limiter variant)"
-        )
-    proto = summary.get(f"batched-proto/sample-peak/{TARGET_N}")
-    if proto is not None:
-        lines.append(
-            f"(prototype, not product code: batched sample-peak limiters give p99 {proto['p99_us']:.1f} µs = "
-            f"{proto['p99_pct_period']:.1f} %)"
+            "of the 2.5 ms period at p99 on one core (product code, any of the variants above)"
         )
     return lines
 
@@ -666,17 +572,17 @@ def plot(results: Sequence[dict[str, Any]], ns: Sequence[int], path: Path) -> No
         "true-peak": ("tab:red", "-", "o"),
         "sample-peak": ("tab:blue", "-", "o"),
         "hand+sample-peak": ("tab:gray", "--", "s"),
-        "batched-proto/sample-peak": ("tab:green", ":", "^"),
-        "batched-proto/true-peak": ("tab:olive", ":", "^"),
+        "bank/sample-peak": ("tab:green", "-", "^"),
+        "bank/true-peak": ("tab:olive", "-", "^"),
         "gemm": ("black", "-", "x"),
         "hand": ("tab:gray", ":", "x"),
     }
     labels = {
-        "true-peak": "tick: GEMM + true-peak limiters",
-        "sample-peak": "tick: GEMM + sample-peak limiters",
+        "true-peak": "tick: GEMM + a true-peak Limiter per listener",
+        "sample-peak": "tick: GEMM + a sample-peak Limiter per listener",
         "hand+sample-peak": "anchor tick: hand loop + sample-peak limiters",
-        "batched-proto/sample-peak": "prototype: GEMM + batched sample-peak limiters",
-        "batched-proto/true-peak": "prototype: GEMM + batched true-peak limiters",
+        "bank/sample-peak": "tick: mix_and_limit, sample-peak LimiterBank (product path)",
+        "bank/true-peak": "tick: mix_and_limit, true-peak LimiterBank",
         "gemm": "mix only: GEMM (mix_matrix)",
         "hand": "mix only: hand loop (anchor)",
     }

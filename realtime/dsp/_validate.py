@@ -56,3 +56,49 @@ def check_sample_rate(sample_rate: int) -> int:
     if not 8000 <= sample_rate <= 384000:
         raise ValueError(f"sample rate must be within [8000, 384000] Hz, got {sample_rate}")
     return int(sample_rate)
+
+
+MAX_LISTENERS = 4096
+
+
+def check_listeners(listeners: int) -> int:
+    if isinstance(listeners, bool) or not isinstance(listeners, int | np.integer):
+        raise ValueError(f"listeners must be an integer, got {listeners!r}")
+    if not 1 <= listeners <= MAX_LISTENERS:
+        raise ValueError(f"listeners must be within [1, {MAX_LISTENERS}], got {listeners}")
+    return int(listeners)
+
+
+def check_stacked_block(block: object, listeners: int, channels: int) -> NDArray[np.float32]:
+    """Validate many listeners' blocks, (listeners, channels, frames) or (listeners · channels, frames).
+
+    Float32, C-contiguous and writeable; returns the (listeners, channels, frames) view.
+    """
+    if not isinstance(block, np.ndarray):
+        raise TypeError(f"block must be a numpy array, got {type(block).__name__}")
+    if block.dtype != np.float32:
+        raise TypeError(f"block must be float32, got {block.dtype}")
+    if block.ndim == 3:
+        if block.shape[:2] != (listeners, channels):
+            raise ValueError(
+                f"block must be shaped ({listeners}, {channels}, frames), got shape {block.shape}"
+            )
+    elif block.ndim == 2:
+        if block.shape[0] != listeners * channels:
+            raise ValueError(
+                f"block must have {listeners * channels} rows ({listeners} listeners x {channels} "
+                f"channels), got shape {block.shape}"
+            )
+    else:
+        raise ValueError(
+            f"block must be shaped (listeners, channels, frames) or (listeners·channels, frames), "
+            f"got shape {block.shape}"
+        )
+    if not block.flags.c_contiguous:
+        raise ValueError("block must be C-contiguous")
+    if not block.flags.writeable:
+        raise ValueError("block must be writeable")
+    if block.ndim == 3:
+        return block
+    stacked: NDArray[np.float32] = block.reshape(listeners, channels, block.shape[1])
+    return stacked

@@ -22,6 +22,9 @@ kind (``type`` key)     parameters (snake_case; the document's camelCase is acce
 ``limiter``             ``ceiling_db`` (-1 dBTP), ``lookahead_ms`` (1.5), ``release_ms`` (50),
                         ``true_peak`` (true)
 ======================  =====================================================================
+
+:class:`LimiterBank` is not an effect of the document: it runs many listeners' limiters (the
+live jam's personal mixes) in one call.
 """
 
 from __future__ import annotations
@@ -36,7 +39,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import kernels
-from ._validate import check_block, check_channels, check_range, check_sample_rate
+from ._validate import (
+    check_block,
+    check_channels,
+    check_listeners,
+    check_range,
+    check_sample_rate,
+    check_stacked_block,
+)
 from .filters import FILTER_KINDS, Band, design_band_trajectory, design_sos, sos_state
 from .smoothing import DEFAULT_RAMP_MS, Ramp, ramp_samples
 from .units import db_to_gain
@@ -48,6 +58,7 @@ __all__ = [
     "Effect",
     "Equalizer",
     "Limiter",
+    "LimiterBank",
     "Reverb",
     "effect_from_document",
     "make_effect",
@@ -305,6 +316,8 @@ class Compressor:
         self._detector_state = np.zeros(self.channels, dtype=np.float64)
         self._smoothed = np.zeros(2, dtype=np.float64)
         self._gain_db = np.zeros(0, dtype=np.float64)
+        self._gain = np.zeros(0, dtype=np.float64)
+        self._coefs = (0.0, 0.0, 0.0)
         self._makeup = Ramp([1.0], ramp_samples(ramp_ms, self.sample_rate))
         self._last_frames = 0
         self.threshold_db = threshold_db
@@ -354,6 +367,11 @@ class Compressor:
             self.detector = str(params["detector"])
         if "makeup_db" in new:
             self._makeup.set_target([db_to_gain(self.makeup_db)])
+        self._coefs = (
+            _coef(self.attack_ms, self.sample_rate),
+            _coef(self.release_ms, self.sample_rate),
+            _coef(self.rms_ms, self.sample_rate),
+        )
 
     @property
     def gain_reduction_db(self) -> float:
@@ -374,8 +392,11 @@ class Compressor:
         check_block(block, self.channels)
         frames = block.shape[1]
         if self._gain_db.shape[0] < frames:
-            self._gain_db = np.zeros(max(frames, 2 * self._gain_db.shape[0]), dtype=np.float64)
+            size = max(frames, 2 * self._gain_db.shape[0])
+            self._gain_db = np.zeros(size, dtype=np.float64)
+            self._gain = np.zeros(size, dtype=np.float64)
         start, end, ramp_len = self._makeup.advance(frames)
+        attack, release, rms_coef = self._coefs
         kernels.compressor(
             block,
             self._detector_state,
@@ -383,14 +404,15 @@ class Compressor:
             self.threshold_db,
             self.ratio,
             self.knee_db,
-            _coef(self.attack_ms, self.sample_rate),
-            _coef(self.release_ms, self.sample_rate),
-            _coef(self.rms_ms, self.sample_rate),
+            attack,
+            release,
+            rms_coef,
             self.detector == "rms",
             float(start[0]),
             float(end[0]),
             ramp_len,
             self._gain_db,
+            self._gain,
         )
         self._last_frames = frames
 
@@ -606,33 +628,14 @@ class Reverb:
 # --------------------------------------------------------------------------------------------
 
 
-class Limiter:
-    """True-peak look-ahead brickwall limiter (the master's last stage).
-
-    The detector oversamples 4x with the ITU-R BS.1770-4 Annex 2 interpolation FIR (the true
-    peak meter's filter), linked across channels; the gain needed to keep every sample and
-    interpolated value at or below ``ceiling_db`` is held for the look-ahead window, ramped in
-    over it (moving average) and released with time constant ``release_ms``. The output is
-    delayed by ``latency = round(lookahead_ms · fs / 1000)`` frames. Below the ceiling the
-    limiter is exact: its output is the input delayed, bit for bit.
-
-    ``true_peak=False`` (fixed at construction) limits sample peaks only: about 5x cheaper, for
-    places such as per-listener live mixes where inter-sample overs do not matter.
-    """
+class _LimiterSettings:
+    """Settings, validation and derived constants shared by :class:`Limiter` and :class:`LimiterBank`."""
 
     PARAMS = ("ceiling_db", "lookahead_ms", "release_ms", "true_peak")
 
-    def __init__(
-        self,
-        channels: int,
-        sample_rate: int,
-        *,
-        ceiling_db: float = -1.0,
-        lookahead_ms: float = 1.5,
-        release_ms: float = 50.0,
-        true_peak: bool = True,
+    def _configure(
+        self, sample_rate: int, ceiling_db: float, lookahead_ms: float, release_ms: float, true_peak: bool
     ) -> None:
-        self.channels = check_channels(channels)
         self.sample_rate = check_sample_rate(sample_rate)
         self.true_peak = bool(true_peak)
         self._taps = kernels.TRUE_PEAK_TAPS if self.true_peak else np.zeros((0, 12), dtype=np.float64)
@@ -641,17 +644,10 @@ class Limiter:
         self.latency = delay
         self._attack = delay - 11
         self._hold = delay + 1
-        self._hist = np.zeros((self.channels, kernels.TRUE_PEAK_HISTORY), dtype=np.float64)
-        self._delay = np.zeros((self.channels, delay), dtype=np.float32)
-        self._box = np.ones(self._attack, dtype=np.float64)
-        self._dq_val = np.zeros(self._hold + 1, dtype=np.float64)
-        self._dq_time = np.zeros(self._hold + 1, dtype=np.int64)
-        self._istate = np.zeros(6, dtype=np.int64)
-        self._fstate = np.array([float(self._attack), 1.0])
-        self._gain = np.zeros(0, dtype=np.float64)
-        self._last_frames = 0
         self.ceiling_db = -1.0
         self.release_ms = 50.0
+        self._threshold = 0.0
+        self._release = 0.0
         self.set_params(ceiling_db=ceiling_db, release_ms=release_ms)
 
     def set_params(self, **params: float) -> None:
@@ -668,6 +664,46 @@ class Limiter:
             self.release_ms = check_range(
                 "release_ms", _number("release_ms", params["release_ms"]), 1.0, 5000.0
             )
+        self._threshold = 10.0 ** (self.ceiling_db / 20.0)
+        self._release = _coef(self.release_ms, self.sample_rate)
+
+
+class Limiter(_LimiterSettings):
+    """True-peak look-ahead brickwall limiter (the master's last stage).
+
+    The detector oversamples 4x with the ITU-R BS.1770-4 Annex 2 interpolation FIR (the true
+    peak meter's filter), linked across channels; the gain needed to keep every sample and
+    interpolated value at or below ``ceiling_db`` is held for the look-ahead window, ramped in
+    over it (moving average) and released with time constant ``release_ms``. The output is
+    delayed by ``latency = round(lookahead_ms · fs / 1000)`` frames. Below the ceiling the
+    limiter is exact: its output is the input delayed, bit for bit.
+
+    ``true_peak=False`` (fixed at construction) limits sample peaks only: about 5x cheaper, for
+    places such as per-listener live mixes where inter-sample overs do not matter (and see
+    :class:`LimiterBank` for many of them at once).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        sample_rate: int,
+        *,
+        ceiling_db: float = -1.0,
+        lookahead_ms: float = 1.5,
+        release_ms: float = 50.0,
+        true_peak: bool = True,
+    ) -> None:
+        self.channels = check_channels(channels)
+        self._configure(sample_rate, ceiling_db, lookahead_ms, release_ms, true_peak)
+        self._hist = np.zeros((self.channels, kernels.TRUE_PEAK_HISTORY), dtype=np.float64)
+        self._delay = np.zeros((self.channels, self.latency), dtype=np.float32)
+        self._box = np.ones(self._attack, dtype=np.float64)
+        self._dq_val = np.zeros(self._hold + 1, dtype=np.float64)
+        self._dq_time = np.zeros(self._hold + 1, dtype=np.int64)
+        self._istate = np.zeros(6, dtype=np.int64)
+        self._fstate = np.array([float(self._attack), 1.0])
+        self._gain = np.zeros(0, dtype=np.float64)
+        self._last_frames = 0
 
     @property
     def gain_db(self) -> float:
@@ -702,9 +738,120 @@ class Limiter:
             self._istate,
             self._fstate,
             self._taps,
-            10.0 ** (self.ceiling_db / 20.0),
-            _coef(self.release_ms, self.sample_rate),
+            self._threshold,
+            self._release,
             self._hold,
+            self._gain,
+        )
+        self._last_frames = frames
+
+
+class LimiterBank(_LimiterSettings):
+    """``listeners`` look-ahead limiters with one set of settings, run by one kernel call a block.
+
+    For the personal mixes of a live jam: every listener's mix needs its own limiter (its own
+    gain and delay line), but the limiters share their settings and their timing, so their state
+    is stacked and a single numba call per block processes them all (:func:`kernels.limiter_bank`,
+    vectorized across listeners) instead of one Python call and one kernel call per listener.
+
+    Listener ``l``'s output is bit for bit that of its own
+    ``Limiter(channels, sample_rate, ceiling_db=…, lookahead_ms=…, release_ms=…, true_peak=…)``
+    fed the same blocks. The default is ``true_peak=False`` (sample peaks, the cheap detector
+    meant for personal mixes); ``true_peak=True`` runs the BS.1770 interpolator as the master's
+    limiter does. ``ceiling_db`` and ``release_ms`` may change between blocks, for all listeners
+    at once; ``lookahead_ms`` and ``true_peak`` are fixed.
+
+    :meth:`process` takes the listeners' blocks stacked, (listeners, channels, frames), or as the
+    rows of the personal-mix matrix, (listeners · channels, frames): rows ``l·channels + c``, as
+    :func:`realtime.dsp.mixer.mix_matrix` produces them for ``channels=2``.
+    """
+
+    def __init__(
+        self,
+        listeners: int,
+        channels: int = 2,
+        sample_rate: int = 48000,
+        *,
+        ceiling_db: float = -1.0,
+        lookahead_ms: float = 1.5,
+        release_ms: float = 50.0,
+        true_peak: bool = False,
+    ) -> None:
+        self.listeners = check_listeners(listeners)
+        self.channels = check_channels(channels)
+        self._configure(sample_rate, ceiling_db, lookahead_ms, release_ms, true_peak)
+        n, c = self.listeners, self.channels
+        self._hist = np.zeros((c, kernels.TRUE_PEAK_HISTORY, n), dtype=np.float64)
+        self._delay = np.zeros((self.latency, c, n), dtype=np.float32)
+        self._box = np.ones((self._attack, n), dtype=np.float64)
+        self._ring = np.ones((self._hold, n), dtype=np.float64)
+        self._suffix = np.ones((self._hold + 1, n), dtype=np.float64)
+        self._prefix = np.ones(n, dtype=np.float64)
+        self._box_sum = np.full(n, float(self._attack))
+        self._gain_now = np.ones(n, dtype=np.float64)
+        self._level = np.zeros(n, dtype=np.float64)
+        self._istate = np.zeros(4, dtype=np.int64)
+        self._gain = np.ones((0, n), dtype=np.float64)
+        self._last_frames = 0
+
+    @property
+    def gain_db(self) -> NDArray[np.float64]:
+        """Each listener's gain on the last frame, in dB (0 when not limiting)."""
+        with np.errstate(divide="ignore"):
+            out: NDArray[np.float64] = 20.0 * np.log10(self._gain_now)
+        return out
+
+    @property
+    def last_gain(self) -> NDArray[np.float64]:
+        """Per-frame gains of the last block, (listeners, frames); a view, valid until the next call."""
+        return self._gain[: self._last_frames].T
+
+    def reset(self, listener: int | None = None) -> None:
+        """Clear every limiter (as new), or only ``listener``'s (say, for someone who just joined).
+
+        A single listener's reset is a fresh limiter too, except that it joins the bank's shared
+        positions in its rings; its output can then differ from a new :class:`Limiter`'s by the
+        rounding of the moving average's sum (about 1e-16), never in what it guarantees.
+        """
+        if listener is None:
+            cols: slice | int = slice(None)
+            self._istate[:] = 0
+        else:
+            if isinstance(listener, bool) or not isinstance(listener, int | np.integer):
+                raise TypeError(f"listener must be an integer, got {listener!r}")
+            if not 0 <= listener < self.listeners:
+                raise ValueError(f"listener must be within [0, {self.listeners - 1}], got {listener}")
+            cols = int(listener)
+        self._hist[..., cols] = 0.0
+        self._delay[..., cols] = 0.0
+        self._box[:, cols] = 1.0
+        self._ring[:, cols] = 1.0
+        self._suffix[:, cols] = 1.0
+        self._prefix[cols] = 1.0
+        self._box_sum[cols] = float(self._attack)
+        self._gain_now[cols] = 1.0
+
+    def process(self, block: NDArray[np.float32]) -> None:
+        """Limit each listener's block: (listeners, channels, frames) or (listeners·channels, frames)."""
+        stacked = check_stacked_block(block, self.listeners, self.channels)
+        frames = stacked.shape[2]
+        if self._gain.shape[0] < frames:
+            self._gain = np.ones((max(frames, 2 * self._gain.shape[0]), self.listeners), dtype=np.float64)
+        kernels.limiter_bank(
+            stacked,
+            self._hist,
+            self._delay,
+            self._box,
+            self._ring,
+            self._suffix,
+            self._prefix,
+            self._box_sum,
+            self._gain_now,
+            self._level,
+            self._istate,
+            self._taps,
+            self._threshold,
+            self._release,
             self._gain,
         )
         self._last_frames = frames

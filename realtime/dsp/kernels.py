@@ -3,8 +3,12 @@
 Each kernel takes only arrays and scalars, writes its output into preallocated arrays and
 allocates nothing. ``_name`` is the plain Python function (tests run it on short inputs, which
 is what ``NUMBA_DISABLE_JIT=1`` would do) and ``name`` is the same function compiled with
-``numba.njit(nogil=True, cache=True)`` at import time of this module (compilation itself is
-lazy, on the first call; ``cache=True`` keeps the machine code in ``__pycache__``).
+``numba.njit(nogil=True, cache=True, error_model="numpy")`` at import time of this module
+(compilation itself is lazy, on the first call; ``cache=True`` keeps the machine code in
+``__pycache__``). The numpy error model makes a float division by zero give ``inf``/``nan``
+instead of raising; without it numba guards every division with a check, and LLVM cannot
+vectorize a loop that contains one. Kernels that call a helper call its compiled version
+(``log2``, not ``_log2``), which is the plain function again under ``NUMBA_DISABLE_JIT=1``.
 
 Nothing here validates its arguments: the public wrappers in ``filters``, ``smoothing``,
 ``effects`` and ``meters`` do, and they are the only callers. Common conventions:
@@ -15,23 +19,28 @@ Nothing here validates its arguments: the public wrappers in ``filters``, ``smoo
 - a **linear parameter ramp** is given as ``(p0, p1, ramp_len)``: parameter ``i`` at frame ``n``
   of the block is ``p0[i] + (p1[i] - p0[i]) * (n + 1) / ramp_len`` for ``n < ramp_len`` and
   ``p1[i]`` afterwards (see :class:`realtime.dsp.smoothing.Ramp`, which splits a ramp that spans
-  several blocks into such pieces).
+  several blocks into such pieces);
+- compiled, ``float(x[c, n])`` of a float32 sample stays float32 (numba's typing), so an
+  expression of two such values (``v * v``) rounds to float32 where plain Python would not; the
+  kernels keep this where they had it, and the Python/compiled comparisons allow for it.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import numba
 import numpy as np
+from numba.extending import intrinsic, overload
 from numpy.typing import NDArray
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
-_jit = numba.njit(nogil=True, cache=True)
+_jit = numba.njit(nogil=True, cache=True, error_model="numpy")
 
 # ITU-R BS.1770-4 Annex 2: the order-48, 4-phase interpolation FIR for 4x oversampling
 # (phase p, tap k multiplies the sample k steps in the past).
@@ -57,6 +66,114 @@ TRUE_PEAK_HISTORY = 16
 
 
 # --------------------------------------------------------------------------------------------
+# log2 and exp2 that LLVM can vectorize
+# --------------------------------------------------------------------------------------------
+#
+# libm's log10/exp cost tens of cycles a call and keep a loop scalar. These are multiply-adds on
+# the float's exponent and mantissa: |log2 error| < 2e-13 (absolute) and exp2's relative error
+# < 4e-13, far below what a float32 signal or a gain in dB can show. The bit casts are an
+# LLVM ``bitcast`` in compiled code (an intrinsic behind an overload) and ``struct`` in Python.
+
+
+def float_bits(value: float) -> int:
+    """The IEEE 754 bits of a float64, as a signed int64."""
+    bits: int = struct.unpack("<q", struct.pack("<d", value))[0]
+    return bits
+
+
+def bits_float(bits: int) -> float:
+    """The float64 whose IEEE 754 bits are ``bits`` (a signed int64)."""
+    value: float = struct.unpack("<d", struct.pack("<q", bits))[0]
+    return value
+
+
+def _bitcast_f64_i64_typer(typingctx: Any, value: Any) -> Any:  # pragma: no cover - compiled only
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], context.get_value_type(numba.types.int64))
+
+    return numba.types.int64(numba.types.float64), codegen
+
+
+def _bitcast_i64_f64_typer(typingctx: Any, bits: Any) -> Any:  # pragma: no cover - compiled only
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+
+    return numba.types.float64(numba.types.int64), codegen
+
+
+_bitcast_f64_i64: Any = intrinsic(_bitcast_f64_i64_typer)
+_bitcast_i64_f64: Any = intrinsic(_bitcast_i64_f64_typer)
+
+
+def _float_bits_jit(value: Any) -> Any:  # pragma: no cover - compiled only
+    def impl(value: Any) -> Any:  # the same signature as the typing function's, as numba requires
+        return _bitcast_f64_i64(value)
+
+    return impl
+
+
+def _bits_float_jit(bits: Any) -> Any:  # pragma: no cover - compiled only
+    def impl(bits: Any) -> Any:
+        return _bitcast_i64_f64(bits)
+
+    return impl
+
+
+overload(float_bits, jit_options={"nogil": True})(_float_bits_jit)
+overload(bits_float, jit_options={"nogil": True})(_bits_float_jit)
+
+
+_SQRT_HALF_BITS = 0x3FE6A09E667F3BCD  # float_bits(sqrt(0.5))
+_LN2 = math.log(2.0)
+_TWO_OVER_LN2 = 2.0 / _LN2
+
+
+def _log2(value: float) -> float:
+    """log2 of a positive, finite, normal float64 (other inputs give a finite, meaningless value).
+
+    ``value = 2^k · m`` with ``m`` in [√½, √2), then ``ln m = 2 atanh t`` with
+    ``t = (m - 1)/(m + 1)``, |t| ≤ 0.172, summed to t¹⁵.
+    """
+    b = float_bits(value)
+    k = (b - _SQRT_HALF_BITS) >> 52
+    m = bits_float(b - (k << 52))
+    t = (m - 1.0) / (m + 1.0)
+    t2 = t * t
+    p = 1.0 / 15.0
+    p = p * t2 + 1.0 / 13.0
+    p = p * t2 + 1.0 / 11.0
+    p = p * t2 + 1.0 / 9.0
+    p = p * t2 + 1.0 / 7.0
+    p = p * t2 + 1.0 / 5.0
+    p = p * t2 + 1.0 / 3.0
+    p = p * t2 + 1.0
+    return float(k) + _TWO_OVER_LN2 * t * p
+
+
+def _exp2(value: float) -> float:
+    """2^value, with ``value`` clamped to [-1022, 1023] (so the result is a normal float64).
+
+    ``value = k + f`` with ``k`` the nearest integer and |f| ≤ ½; ``2^f = e^(f ln 2)`` by its
+    Taylor series to the 10th power; ``2^k`` is built from its exponent bits.
+    """
+    v = min(max(value, -1022.0), 1023.0)
+    k = math.floor(v + 0.5)
+    y = (v - k) * _LN2
+    p = 1.0 / 3628800.0
+    p = p * y + 1.0 / 362880.0
+    p = p * y + 1.0 / 40320.0
+    p = p * y + 1.0 / 5040.0
+    p = p * y + 1.0 / 720.0
+    p = p * y + 1.0 / 120.0
+    p = p * y + 1.0 / 24.0
+    p = p * y + 1.0 / 6.0
+    p = p * y + 0.5
+    p = p * y + 1.0
+    p = p * y + 1.0
+    return p * bits_float((int(k) + 1023) << 52)
+
+
+# --------------------------------------------------------------------------------------------
 # Biquad cascade (transposed direct form II, float64 state and accumulation)
 # --------------------------------------------------------------------------------------------
 
@@ -70,22 +187,142 @@ def _biquad_sos(x: F32, sos: F64, chunk: int, state: F64, y: F32) -> None:
     (channels, sections, 2), carried across calls. Each sample runs through all sections in
     float64 before it is stored (sample-major order also lets the CPU overlap the sections'
     recurrences, which a section-major loop cannot).
+
+    Channels go in pairs, and the first three sections' coefficients and state live in local
+    variables (registers) for the whole run of frames: six independent recurrences per frame,
+    none of them through memory. Sections after the third run from ``state`` as they are. The
+    arithmetic per sample is the same as one section at a time, so the result is bit for bit
+    that of the straightforward loop.
     """
     channels, frames = x.shape
     sets = sos.shape[0]
+    for k in range(sets):
+        start = k * chunk
+        stop = frames if k == sets - 1 else min(frames, start + chunk)
+        c = 0
+        while c + 1 < channels:
+            biquad_run2(x, sos, k, start, stop, state, y, c)
+            c += 2
+        if c < channels:
+            biquad_run1(x, sos, k, start, stop, state, y, c)
+
+
+def _section(sos: F64, k: int, s: int) -> tuple[float, float, float, float, float]:
+    """``(b0, b1, b2, a1, a2)`` of section ``s`` of set ``k``; an identity section past the end."""
+    if s >= sos.shape[1]:
+        return 1.0, 0.0, 0.0, 0.0, 0.0
+    return sos[k, s, 0], sos[k, s, 1], sos[k, s, 2], sos[k, s, 4], sos[k, s, 5]
+
+
+def _section_state(state: F64, c: int, s: int) -> tuple[float, float]:
+    if s >= state.shape[1]:
+        return 0.0, 0.0
+    return state[c, s, 0], state[c, s, 1]
+
+
+def _store_state(state: F64, c: int, s: int, z0: float, z1: float) -> None:
+    if s < state.shape[1]:
+        state[c, s, 0] = z0
+        state[c, s, 1] = z1
+
+
+def _biquad_run1(x: F32, sos: F64, k: int, start: int, stop: int, state: F64, y: F32, c: int) -> None:
+    """Frames ``[start, stop)`` of channel ``c`` through set ``k`` (see :func:`_biquad_sos`)."""
     sections = sos.shape[1]
-    for c in range(channels):
-        for k in range(sets):
-            start = k * chunk
-            stop = frames if k == sets - 1 else min(frames, start + chunk)
-            for n in range(start, stop):
-                v = float(x[c, n])
-                for s in range(sections):
-                    out = sos[k, s, 0] * v + state[c, s, 0]
-                    state[c, s, 0] = sos[k, s, 1] * v - sos[k, s, 4] * out + state[c, s, 1]
-                    state[c, s, 1] = sos[k, s, 2] * v - sos[k, s, 5] * out
-                    v = out
-                y[c, n] = v
+    p0, p1, p2, p4, p5 = section(sos, k, 0)
+    q0, q1, q2, q4, q5 = section(sos, k, 1)
+    r0, r1, r2, r4, r5 = section(sos, k, 2)
+    u0, u1 = section_state(state, c, 0)
+    v0, v1 = section_state(state, c, 1)
+    w0, w1 = section_state(state, c, 2)
+    xc = x[c, start:stop]  # views indexed from 0: numba then skips negative-index wraparound
+    yc = y[c, start:stop]
+    for n in range(stop - start):
+        a = float(xc[n])
+        out = p0 * a + u0
+        u0 = p1 * a - p4 * out + u1
+        u1 = p2 * a - p5 * out
+        a = out
+        out = q0 * a + v0
+        v0 = q1 * a - q4 * out + v1
+        v1 = q2 * a - q5 * out
+        a = out
+        out = r0 * a + w0
+        w0 = r1 * a - r4 * out + w1
+        w1 = r2 * a - r5 * out
+        a = out
+        for s in range(3, sections):
+            out = sos[k, s, 0] * a + state[c, s, 0]
+            state[c, s, 0] = sos[k, s, 1] * a - sos[k, s, 4] * out + state[c, s, 1]
+            state[c, s, 1] = sos[k, s, 2] * a - sos[k, s, 5] * out
+            a = out
+        yc[n] = a
+    store_state(state, c, 0, u0, u1)
+    store_state(state, c, 1, v0, v1)
+    store_state(state, c, 2, w0, w1)
+
+
+def _biquad_run2(x: F32, sos: F64, k: int, start: int, stop: int, state: F64, y: F32, c: int) -> None:
+    """Channels ``c`` and ``c + 1`` together, as :func:`_biquad_run1` does one."""
+    sections = sos.shape[1]
+    d = c + 1
+    p0, p1, p2, p4, p5 = section(sos, k, 0)
+    q0, q1, q2, q4, q5 = section(sos, k, 1)
+    r0, r1, r2, r4, r5 = section(sos, k, 2)
+    u0, u1 = section_state(state, c, 0)
+    v0, v1 = section_state(state, c, 1)
+    w0, w1 = section_state(state, c, 2)
+    e0, e1 = section_state(state, d, 0)
+    f0, f1 = section_state(state, d, 1)
+    g0, g1 = section_state(state, d, 2)
+    xc = x[c, start:stop]
+    xd = x[d, start:stop]
+    yc = y[c, start:stop]
+    yd = y[d, start:stop]
+    for n in range(stop - start):
+        a = float(xc[n])
+        b = float(xd[n])
+        out = p0 * a + u0
+        otb = p0 * b + e0
+        u0 = p1 * a - p4 * out + u1
+        e0 = p1 * b - p4 * otb + e1
+        u1 = p2 * a - p5 * out
+        e1 = p2 * b - p5 * otb
+        a = out
+        b = otb
+        out = q0 * a + v0
+        otb = q0 * b + f0
+        v0 = q1 * a - q4 * out + v1
+        f0 = q1 * b - q4 * otb + f1
+        v1 = q2 * a - q5 * out
+        f1 = q2 * b - q5 * otb
+        a = out
+        b = otb
+        out = r0 * a + w0
+        otb = r0 * b + g0
+        w0 = r1 * a - r4 * out + w1
+        g0 = r1 * b - r4 * otb + g1
+        w1 = r2 * a - r5 * out
+        g1 = r2 * b - r5 * otb
+        a = out
+        b = otb
+        for s in range(3, sections):
+            out = sos[k, s, 0] * a + state[c, s, 0]
+            state[c, s, 0] = sos[k, s, 1] * a - sos[k, s, 4] * out + state[c, s, 1]
+            state[c, s, 1] = sos[k, s, 2] * a - sos[k, s, 5] * out
+            a = out
+            otb = sos[k, s, 0] * b + state[d, s, 0]
+            state[d, s, 0] = sos[k, s, 1] * b - sos[k, s, 4] * otb + state[d, s, 1]
+            state[d, s, 1] = sos[k, s, 2] * b - sos[k, s, 5] * otb
+            b = otb
+        yc[n] = a
+        yd[n] = b
+    store_state(state, c, 0, u0, u1)
+    store_state(state, c, 1, v0, v1)
+    store_state(state, c, 2, w0, w1)
+    store_state(state, d, 0, e0, e1)
+    store_state(state, d, 1, f0, f1)
+    store_state(state, d, 2, g0, g1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +345,11 @@ def _apply_gain_ramp(block: F32, g0: F64, g1: F64, ramp_len: int) -> None:
             for n in range(ramp):
                 block[c, n] = block[c, n] * (a + step * (n + 1))
         if b != 1.0:
-            for n in range(ramp, frames):
-                block[c, n] = block[c, n] * b
+            # a view indexed from 0: numba then drops the negative-index wraparound, and the loop
+            # vectorizes
+            rest = block[c, ramp:]
+            for n in range(rest.shape[0]):
+                rest[n] = rest[n] * b
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,6 +372,7 @@ def _compressor(
     makeup1: float,
     ramp_len: int,
     gain_db_out: F64,
+    gain: F64,
 ) -> None:
     """Feed-forward compressor with a linked (max over channels) detector, in place.
 
@@ -141,45 +382,70 @@ def _compressor(
     *smooth decoupled* peak detector: ``h = max(r, release·h + (1 - release)·r)`` then
     ``s = attack·s + (1 - attack)·h`` (state ``smoothed = (s, h)``), so a crest is held and
     released slowly while the attack stays a clean one-pole. The make-up gain (linear, ramped
-    ``makeup0 → makeup1``) is applied on top. ``gain_db_out[n]`` receives ``-s`` (≤ 0 dB).
+    ``makeup0 → makeup1``) is applied on top. ``gain_db_out[n]`` receives ``-s`` (≤ 0 dB);
+    ``gain`` (at least ``frames`` long) is scratch for the linear gain.
+
+    Three passes over the block: the level and the gain computer (no dependence between frames:
+    vectorized, with :func:`log2`), the detector's recurrence (the only sequential part), then
+    the gain ``10^(-s/20)`` (with :func:`exp2`) applied to every channel.
     """
     channels, frames = x.shape
     slope = 1.0 / ratio - 1.0
-    # below the knee's lower edge the gain computer is 0 dB: skip the logarithm there
+    # below the knee's lower edge the gain computer is 0 dB
     knee_floor = max(1e-30, 10.0 ** ((threshold_db - 0.5 * knee_db) / 10.0))
+    db_per_octave = 10.0 * math.log10(2.0)  # 10·log10(v) = db_per_octave · log2(v)
+    level = gain_db_out
+    # pass 1: linked level, then the static curve's gain reduction r (dB)
+    for n in range(frames):
+        level[n] = 0.0
+    for c in range(channels):
+        if use_rms:
+            d = detector[c]
+            for n in range(frames):
+                v = float(x[c, n])
+                d = rms_coef * d + (1.0 - rms_coef) * v * v
+                level[n] = max(level[n], d)
+            detector[c] = d
+        else:
+            for n in range(frames):
+                v = float(x[c, n])
+                level[n] = max(level[n], v * v)
+    for n in range(frames):
+        lv = level[n]
+        over = db_per_octave * log2(max(lv, 1e-300)) - threshold_db
+        t = over + 0.5 * knee_db
+        if 2.0 * abs(over) < knee_db:
+            r = -slope * t * t / (2.0 * knee_db)
+        elif over > 0.0:
+            r = -slope * over
+        else:
+            r = 0.0
+        level[n] = r if lv > knee_floor else 0.0
+    # pass 2: smooth decoupled peak detector (in place: r → -s)
     s = smoothed[0]
     h = smoothed[1]
     for n in range(frames):
-        level = 0.0
-        for c in range(channels):
-            v = float(x[c, n])
-            if use_rms:
-                detector[c] = rms_coef * detector[c] + (1.0 - rms_coef) * v * v
-                sq = detector[c]
-            else:
-                sq = v * v
-            level = max(level, sq)
-        r = 0.0
-        if level > knee_floor:
-            over = 10.0 * math.log10(level) - threshold_db
-            if 2.0 * abs(over) < knee_db:
-                t = over + 0.5 * knee_db
-                r = -slope * t * t / (2.0 * knee_db)
-            elif over > 0.0:
-                r = -slope * over
+        r = level[n]
         h = max(r, release * h + (1.0 - release) * r)
         s = attack * s + (1.0 - attack) * h
-        if s < 1e-9:  # flush the tail of a release: no denormals, no needless exp()
+        if s < 1e-9:  # flush the tail of a release: no denormals, and exactly unity gain
             s = 0.0
             if h < 1e-9:
                 h = 0.0
         gain_db_out[n] = -s
-        mk = makeup0 + (makeup1 - makeup0) * (n + 1) / ramp_len if n < ramp_len else makeup1
-        g = mk if s == 0.0 else math.exp(-s * (math.log(10.0) / 20.0)) * mk
-        for c in range(channels):
-            x[c, n] = x[c, n] * g
     smoothed[0] = s
     smoothed[1] = h
+    # pass 3: linear gain with make-up, applied to each channel (exp2(0) is exactly 1). Loops
+    # start at 0, where numba knows an index is not negative (no wraparound check to vectorize).
+    to_octaves = math.log2(10.0) / 20.0
+    for n in range(frames):
+        gain[n] = exp2(gain_db_out[n] * to_octaves) * makeup1
+    for n in range(min(ramp_len, frames)):
+        mk = makeup0 + (makeup1 - makeup0) * (n + 1) / ramp_len
+        gain[n] = exp2(gain_db_out[n] * to_octaves) * mk
+    for c in range(channels):
+        for n in range(frames):
+            x[c, n] = x[c, n] * gain[n]
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,15 +671,26 @@ def _limiter(
                 tp = max(tp, abs(acc))
         h = (h + 1) & 15
         req = 1.0 if tp <= threshold else threshold / tp
-        # running minimum over the last `hold` frames
-        while size > 0 and dq_val[(head + size - 1) % cap] >= req:
+        # running minimum over the last `hold` frames. The deque holds at most `hold` entries
+        # before the push (their times are distinct and > t - 1 - hold), so `head + size`
+        # stays below 2·cap and one subtraction wraps an index (no `%` in the hot loop).
+        while size > 0:
+            last = head + size - 1
+            if last >= cap:
+                last -= cap
+            if not dq_val[last] >= req:
+                break
             size -= 1
-        tail = (head + size) % cap
+        tail = head + size
+        if tail >= cap:
+            tail -= cap
         dq_val[tail] = req
         dq_time[tail] = t
         size += 1
         while dq_time[head] <= t - hold:
-            head = (head + 1) % cap
+            head += 1
+            if head == cap:
+                head = 0
             size -= 1
         low = dq_val[head]
         # moving average (attack ramp); the sum is recomputed exactly once per lap
@@ -449,10 +726,179 @@ def _limiter(
     fstate[1] = g
 
 
+def _bank_peak(x: F32, n: int, hist: F64, h: int, taps: F64, level: F64) -> None:
+    """:func:`_limiter_bank`'s detector at frame ``n``, general case: ``level[i]`` = listener ``i``'s
+    linked peak over channels of ``|x|`` and of the interpolated phases (``hist[c, h]`` receives
+    the frame). The 12 taps are written out, so that each sum stays in a register and the loop
+    over listeners is the innermost one (it vectorizes); the order of the sum is :func:`_limiter`'s.
+    """
+    listeners, channels, _ = x.shape
+    n_phase = taps.shape[0]
+    for i in range(listeners):
+        level[i] = 0.0
+    for c in range(channels):
+        for i in range(listeners):
+            level[i] = max(level[i], abs(float(x[i, c, n])))
+        if n_phase == 0:
+            continue
+        for i in range(listeners):
+            hist[c, h, i] = float(x[i, c, n])
+        h0 = hist[c, h]
+        h1 = hist[c, (h - 1) & 15]
+        h2 = hist[c, (h - 2) & 15]
+        h3 = hist[c, (h - 3) & 15]
+        h4 = hist[c, (h - 4) & 15]
+        h5 = hist[c, (h - 5) & 15]
+        h6 = hist[c, (h - 6) & 15]
+        h7 = hist[c, (h - 7) & 15]
+        h8 = hist[c, (h - 8) & 15]
+        h9 = hist[c, (h - 9) & 15]
+        h10 = hist[c, (h - 10) & 15]
+        h11 = hist[c, (h - 11) & 15]
+        for p in range(n_phase):
+            t0, t1, t2, t3 = taps[p, 0], taps[p, 1], taps[p, 2], taps[p, 3]
+            t4, t5, t6, t7 = taps[p, 4], taps[p, 5], taps[p, 6], taps[p, 7]
+            t8, t9, t10, t11 = taps[p, 8], taps[p, 9], taps[p, 10], taps[p, 11]
+            for i in range(listeners):
+                a = 0.0
+                a += t0 * h0[i]
+                a += t1 * h1[i]
+                a += t2 * h2[i]
+                a += t3 * h3[i]
+                a += t4 * h4[i]
+                a += t5 * h5[i]
+                a += t6 * h6[i]
+                a += t7 * h7[i]
+                a += t8 * h8[i]
+                a += t9 * h9[i]
+                a += t10 * h10[i]
+                a += t11 * h11[i]
+                level[i] = max(level[i], abs(a))
+
+
+def _limiter_bank(
+    x: F32,
+    hist: F64,
+    delay_buf: F32,
+    box: F64,
+    ring: F64,
+    suffix: F64,
+    prefix: F64,
+    box_sum: F64,
+    gain: F64,
+    level: F64,
+    istate: I64,
+    taps: F64,
+    threshold: float,
+    release: float,
+    gain_out: F64,
+) -> None:
+    """:func:`_limiter` for many listeners with the same settings, in place on ``x`` (L, C, frames).
+
+    Listener ``l``'s output is bit for bit what its own :func:`_limiter` would produce: every
+    floating-point operation is the same, in the same order. What differs is the layout and the
+    loop order, so that the work vectorizes *across listeners*: the state is stored listener-last
+    (``hist`` (C, 16, L), ``delay_buf`` (delay, C, L), ``box`` (attack, L), per-listener vectors
+    ``prefix``, ``box_sum``, ``gain`` (L,), scratch ``level`` (L,)), the loop runs over
+    frames and, inside, over listeners, and the integer state (ring positions) is shared, since
+    every listener advances by the same frames: ``istate = (hist_pos, delay_pos, hold_pos,
+    box_pos)``. ``gain_out[n, l]`` (at least ``frames`` rows) receives the applied gain.
+
+    The running minimum over the last ``hold`` frames is van Herk / Gil-Werman's instead of a
+    monotonic deque, which is branch-free: time is cut into runs of ``hold`` frames; ``ring``
+    (hold, L) collects the current run's required gains and ``prefix`` their running minimum;
+    ``suffix`` (hold + 1, L) holds the suffix minima of the previous run (row ``hold`` is 1.0,
+    which no required gain exceeds, as is the initial state). The window ending at position ``j`` of
+    the current run is the previous run from ``j + 1`` on plus the current run up to ``j``:
+    ``min(suffix[j + 1], prefix)``, the same value the deque returns.
+    """
+    listeners, channels, frames = x.shape
+    n_phase = taps.shape[0]  # taps is (phases, 12): TRUE_PEAK_TAPS, or no phase for sample peaks
+    delay = delay_buf.shape[0]
+    attack = box.shape[0]
+    hold = ring.shape[0]
+    h = istate[0]
+    dp = istate[1]
+    j = istate[2]
+    bp = istate[3]
+    for n in range(frames):
+        # linked peak: max over channels of |x| and of the interpolated phases
+        if n_phase == 0 and channels == 2:
+            for i in range(listeners):
+                tp = max(0.0, abs(float(x[i, 0, n])))
+                level[i] = max(tp, abs(float(x[i, 1, n])))
+        else:
+            bank_peak(x, n, hist, h, taps, level)
+        h = (h + 1) & 15
+        # required gain → running minimum → attack (moving average) → release
+        last_of_box = bp + 1 == attack
+        for i in range(listeners):
+            tp = level[i]
+            req = 1.0 if tp <= threshold else threshold / tp
+            ring[j, i] = req
+            pre = min(prefix[i], req)
+            prefix[i] = pre
+            low = min(suffix[j + 1, i], pre)
+            total = box_sum[i] + (low - box[bp, i])
+            box_sum[i] = total
+            box[bp, i] = low
+            if not last_of_box:
+                target = total / attack
+                if target > 1.0:
+                    target = 1.0
+                g = gain[i]
+                g = target if target < g else target + release * (g - target)
+                gain[i] = g
+                gain_out[n, i] = g
+        if last_of_box:  # the moving sum is recomputed exactly once per lap
+            for i in range(listeners):
+                box_sum[i] = 0.0
+            for k in range(attack):
+                for i in range(listeners):
+                    box_sum[i] += box[k, i]
+            for i in range(listeners):
+                target = box_sum[i] / attack
+                if target > 1.0:
+                    target = 1.0
+                g = gain[i]
+                g = target if target < g else target + release * (g - target)
+                gain[i] = g
+                gain_out[n, i] = g
+        bp = 0 if last_of_box else bp + 1
+        j += 1
+        if j == hold:  # a run is complete: its suffix minima serve the next run
+            j = 0
+            for i in range(listeners):
+                prefix[i] = 1.0
+            for k in range(hold - 1, -1, -1):
+                for i in range(listeners):
+                    suffix[k, i] = min(ring[k, i], suffix[k + 1, i])
+        # look-ahead delay line, with the gain applied on the way out
+        for c in range(channels):
+            for i in range(listeners):
+                out = delay_buf[dp, c, i]
+                delay_buf[dp, c, i] = x[i, c, n]
+                x[i, c, n] = float(out) * gain_out[n, i]
+        dp += 1
+        if dp == delay:
+            dp = 0
+    istate[0] = h
+    istate[1] = dp
+    istate[2] = j
+    istate[3] = bp
+
+
 # --------------------------------------------------------------------------------------------
 # Compiled versions
 # --------------------------------------------------------------------------------------------
 
+log2: Any = _jit(_log2)
+exp2: Any = _jit(_exp2)
+section: Any = _jit(_section)
+section_state: Any = _jit(_section_state)
+store_state: Any = _jit(_store_state)
+biquad_run1: Any = _jit(_biquad_run1)
+biquad_run2: Any = _jit(_biquad_run2)
 biquad_sos: Any = _jit(_biquad_sos)
 apply_gain_ramp: Any = _jit(_apply_gain_ramp)
 compressor: Any = _jit(_compressor)
@@ -460,3 +906,5 @@ delay: Any = _jit(_delay)
 freeverb: Any = _jit(_freeverb)
 true_peak: Any = _jit(_true_peak)
 limiter: Any = _jit(_limiter)
+bank_peak: Any = _jit(_bank_peak)
+limiter_bank: Any = _jit(_limiter_bank)

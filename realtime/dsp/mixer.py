@@ -6,19 +6,25 @@ single float32 GEMM that BLAS runs far faster than per-listener loops (DESIGN.md
 ~110 µs per 2.5 ms block). Gains in dB, constant-power pans, mutes and the choice of hearing
 oneself are folded into ``G`` by :func:`build_gain_matrix`; :func:`mix_matrix_ramp` crossfades
 from the previous tick's ``G`` to the new one inside a block, so a gain or pan change never
-clicks. :mod:`realtime.dsp.gpu` offers the same functions on cupy arrays.
+clicks. :func:`mix_and_limit` is a whole jam tick: the mixes, then every listener's limiter
+(a :class:`~realtime.dsp.effects.LimiterBank`, one kernel call for all listeners).
+:mod:`realtime.dsp.gpu` offers the mix functions on cupy arrays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .units import db_to_gain, pan_gains
 
-__all__ = ["build_gain_matrix", "mix_matrix", "mix_matrix_ramp"]
+if TYPE_CHECKING:
+    from .effects import LimiterBank
+
+__all__ = ["build_gain_matrix", "mix_and_limit", "mix_matrix", "mix_matrix_ramp"]
 
 
 def _check_f32_2d(name: str, arr: object) -> NDArray[np.float32]:
@@ -89,6 +95,41 @@ def mix_matrix_ramp(
     tmp *= w
     y += tmp
     return y
+
+
+def mix_and_limit(
+    gains: NDArray[np.float32],
+    inputs: NDArray[np.float32],
+    bank: LimiterBank,
+    out: NDArray[np.float32],
+    *,
+    gains_end: NDArray[np.float32] | None = None,
+    scratch: NDArray[np.float32] | None = None,
+) -> NDArray[np.float32]:
+    """One live-jam tick: every listener's mix, then every listener's limiter, in place in ``out``.
+
+    ``out = gains · inputs`` (:func:`mix_matrix`), or, when ``gains_end`` is given, the
+    crossfade from ``gains`` to ``gains_end`` over the block (:func:`mix_matrix_ramp`, with
+    ``scratch`` as its temporary), then ``bank.process(out)``: rows ``l·C … l·C + C - 1`` of
+    ``out`` are listener ``l``'s channels (``C = bank.channels``, 2 for the stereo mixes of
+    :func:`build_gain_matrix`). Two BLAS calls at most and one kernel call, whatever the number
+    of listeners. Returns ``out``, which must be preallocated (2L x B float32, C-contiguous).
+    """
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a preallocated numpy array, got {type(out).__name__}")
+    rows = bank.listeners * bank.channels
+    g = _check_f32_2d("gains", gains)
+    if g.shape[0] != rows:
+        raise ValueError(
+            f"gains has {g.shape[0]} row(s) but the bank limits {bank.listeners} listener(s) x "
+            f"{bank.channels} channel(s) = {rows}"
+        )
+    if gains_end is None:
+        mix_matrix(g, inputs, out)
+    else:
+        mix_matrix_ramp(g, gains_end, inputs, out, scratch)
+    bank.process(out)
+    return out
 
 
 def build_gain_matrix(

@@ -74,7 +74,7 @@ class Ramp:
     ``end``. The arrays returned are internal buffers, valid until the next call.
     """
 
-    __slots__ = ("_end", "_left", "_start", "_step", "_target", "_value", "ramp_len")
+    __slots__ = ("_end", "_left", "_settled", "_start", "_step", "_target", "_value", "ramp_len")
 
     def __init__(self, values: ArrayLike, ramp_len: int) -> None:
         value = np.array(values, dtype=np.float64).reshape(-1)
@@ -89,6 +89,7 @@ class Ramp:
         self._start = np.empty_like(value)
         self._end = np.empty_like(value)
         self._left = 0
+        self._settled = False  # True while _start and _end already hold the (constant) value
 
     @property
     def value(self) -> NDArray[np.float64]:
@@ -112,6 +113,7 @@ class Ramp:
             raise ValueError("ramp targets must be finite")
         length = self.ramp_len if ramp_len is None else int(ramp_len)
         self._target[:] = new
+        self._settled = False
         if length <= 0 or np.array_equal(new, self._value):
             self._value[:] = new
             self._left = 0
@@ -124,10 +126,14 @@ class Ramp:
         self.set_target(values, 0)
 
     def advance(self, frames: int) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
-        self._start[:] = self._value
         if self._left == 0:
-            self._end[:] = self._value
+            if not self._settled:  # at rest the buffers keep the value: no copies per block
+                self._start[:] = self._value
+                self._end[:] = self._value
+                self._settled = True
             return self._start, self._end, 0
+        self._settled = False
+        self._start[:] = self._value
         k = min(self._left, frames)
         self._left -= k
         if self._left == 0:
@@ -157,6 +163,7 @@ class _ChannelGains:
         self.sample_rate = check_sample_rate(sample_rate)
         self.channels = gains.shape[0]
         self._ramp = Ramp(gains, ramp_samples(ramp_ms, self.sample_rate))
+        self._unity: bool | None = None  # at rest: are all the gains 1? (None: not known yet)
 
     @property
     def gains(self) -> NDArray[np.float64]:
@@ -169,18 +176,23 @@ class _ChannelGains:
 
     def _retarget(self, gains: NDArray[np.float64]) -> None:
         self._ramp.set_target(gains)
+        self._unity = None
 
     def process(self, block: NDArray[np.float32]) -> None:
         """Apply the (ramping) gains to ``block`` in place."""
         check_block(block, self.channels)
         start, end, ramp_len = self._ramp.advance(block.shape[1])
-        if ramp_len == 0 and bool(np.all(end == 1.0)):
-            return
+        if ramp_len == 0:
+            if self._unity is None:
+                self._unity = bool(np.all(end == 1.0))
+            if self._unity:
+                return
         kernels.apply_gain_ramp(block, start, end, ramp_len)
 
     def reset(self) -> None:
         """Finish any ramp now (jump to the targets)."""
         self._ramp.jump(self._ramp.target)
+        self._unity = None
 
 
 class SmoothedGain(_ChannelGains):

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from realtime.dsp.effects import make_effect
+from realtime.dsp.effects import LimiterBank, make_effect
 from realtime.dsp.filters import biquad_sos, design_biquad, sos_state
 from realtime.dsp.meters import LoudnessMeter, TruePeakMeter
 from realtime.dsp.smoothing import SmoothedGainPan
@@ -39,6 +39,12 @@ def run_all() -> dict[str, np.ndarray]:
         y = x.copy()
         effect.process(y)
         out[kind] = y
+    for true_peak in (False, True):
+        bank = LimiterBank(3, 2, SAMPLE_RATE, ceiling_db=-3.0, lookahead_ms=1.0, true_peak=true_peak)
+        stacked = np.stack([x, 0.5 * x, 2.0 * x[::-1]])
+        bank.process(stacked[:, :, :100].copy())  # state carried into the next block
+        bank.process(stacked)
+        out[f"limiter_bank_tp{int(true_peak)}"] = stacked
     strip = SmoothedGainPan(SAMPLE_RATE, gain_db=-6.0, pan=0.3)
     strip.set(gain_db=0.0, pan=-0.3)
     y = x.copy()

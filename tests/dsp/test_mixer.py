@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from realtime.dsp import backend, gpu
-from realtime.dsp.mixer import build_gain_matrix, mix_matrix, mix_matrix_ramp
+from realtime.dsp.effects import Limiter, LimiterBank
+from realtime.dsp.mixer import build_gain_matrix, mix_and_limit, mix_matrix, mix_matrix_ramp
 from realtime.dsp.units import db_to_gain, pan_gains
 
 
@@ -64,6 +65,54 @@ def test_mix_matrix_ramp_matches_per_frame_gains(rng: np.random.Generator) -> No
         expected[:, n] = gn @ x[:, n].astype(np.float64)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y[:, -1], g1 @ x[:, -1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("true_peak", [False, True])
+def test_mix_and_limit_is_the_mix_then_each_listeners_limiter(
+    rng: np.random.Generator, true_peak: bool
+) -> None:
+    """One tick = mix_matrix (or mix_matrix_ramp while gains change) + a Limiter per listener, exactly."""
+    listeners, inputs, frames = 6, 5, 120
+    gains = [
+        build_gain_matrix(rng.uniform(-6.0, 12.0, (listeners, inputs)), rng.uniform(-1, 1, inputs))
+        for _ in range(4)
+    ]
+    bank = LimiterBank(listeners, 2, 48000, true_peak=true_peak)
+    singles = [Limiter(2, 48000, true_peak=true_peak) for _ in range(listeners)]
+    out = np.empty((2 * listeners, frames), np.float32)
+    scratch = np.empty_like(out)
+    expected = np.empty_like(out)
+    for tick in range(12):
+        x = rng.standard_normal((inputs, frames)).astype(np.float32)
+        g0 = gains[tick // 4]
+        g1 = gains[tick // 4 + 1] if tick % 4 == 3 else None
+        if g1 is None:
+            assert mix_and_limit(g0, x, bank, out) is out
+            mix_matrix(g0, x, expected)
+        else:
+            assert mix_and_limit(g0, x, bank, out, gains_end=g1, scratch=scratch) is out
+            mix_matrix_ramp(g0, g1, x, expected)
+        for i, limiter in enumerate(singles):
+            rows = np.ascontiguousarray(expected[2 * i : 2 * i + 2])
+            limiter.process(rows)
+            expected[2 * i : 2 * i + 2] = rows
+        np.testing.assert_array_equal(out, expected)
+    assert float(np.abs(out).max()) > 0.5  # the limiters had work to do
+    assert float(bank.gain_db.min()) < -1.0
+
+
+def test_mix_and_limit_validation() -> None:
+    bank = LimiterBank(2)
+    x = np.ones((3, 10), np.float32)
+    out = np.empty((4, 10), np.float32)
+    with pytest.raises(ValueError, match="gains has 6 row"):
+        mix_and_limit(np.ones((6, 3), np.float32), x, bank, np.empty((6, 10), np.float32))
+    with pytest.raises(TypeError, match="preallocated"):
+        mix_and_limit(np.ones((4, 3), np.float32), x, bank, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="out must be shaped"):
+        mix_and_limit(np.ones((4, 3), np.float32), x, bank, np.empty((4, 9), np.float32))
+    with pytest.raises(ValueError, match="differ in shape"):
+        mix_and_limit(np.ones((4, 3), np.float32), x, bank, out, gains_end=np.ones((4, 2), np.float32))
 
 
 def test_build_gain_matrix() -> None:
