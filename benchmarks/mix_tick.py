@@ -64,7 +64,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -73,6 +72,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from _common import code_state, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -617,37 +618,6 @@ def plot(results: Sequence[dict[str, Any]], ns: Sequence[int], path: Path) -> No
     plt.close(fig)
 
 
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = ""
-    with contextlib.suppress(OSError):
-        load = Path("/proc/loadavg").read_text().strip()
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "loadavg_at_start": load,
-    }
-
-
-def code_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout if done.returncode == 0 else ""
-
-    dirty = git("status", "--porcelain", "--", "realtime")
-    return {"commit": git("rev-parse", "HEAD").strip(), "realtime_modified": dirty.splitlines()}
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Live-jam mix tick benchmark: N personal mixes (one GEMM) + a limiter per listener.",
@@ -762,7 +732,7 @@ def main(argv: Sequence[str]) -> int:
                 "blas_envs": args.blas_env_list,
             },
             "machine": info,
-            "code": code_state(),
+            "code": code_state("realtime", key="realtime_modified"),
             "results": results,
             "verdict_env": results[-1]["blas_env"],
             "verdicts": verdicts(results[-1]["summary"]),

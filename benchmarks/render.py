@@ -49,11 +49,9 @@ one-core throughput) on two cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -62,6 +60,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from _common import code_state, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -563,37 +563,6 @@ def plot(summary: dict[str, dict[str, Any]], core_counts: Sequence[int], title: 
     plt.close(fig)
 
 
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = ""
-    with contextlib.suppress(OSError):
-        load = Path("/proc/loadavg").read_text().strip()
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "loadavg_at_start": load,
-    }
-
-
-def code_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout if done.returncode == 0 else ""
-
-    dirty = git("status", "--porcelain", "--", "realtime")
-    return {"commit": git("rev-parse", "HEAD").strip(), "realtime_modified": dirty.splitlines()}
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Offline render benchmark: 32 tracks x 3 min, EQ + compressor per track, master limiter; "
@@ -766,7 +735,7 @@ def main(argv: Sequence[str]) -> int:
                 "anchor_chain": chain,
             },
             "machine": info,
-            "code": code_state(),
+            "code": code_state("realtime", key="realtime_modified"),
             "runs": runs,
             "summary": summary,
             "ratios": ratio,

@@ -49,7 +49,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import resource
 import signal
 import socket
@@ -61,6 +60,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
+
+from _common import code_state, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -757,30 +758,6 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
-
-
-def code_state() -> dict[str, Any]:
-    """The commit measured, and whether server code differed from it (uncommitted edits)."""
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout if done.returncode == 0 else ""
-
-    dirty = git("status", "--porcelain", "--", "realtime", "persistence")
-    return {"commit": git("rev-parse", "HEAD").strip(), "server_code_modified": dirty.splitlines()}
-
-
 def format_table(summary: dict[str, dict[str, Any]], servers: Sequence[str], readers: Sequence[int]) -> str:
     head = (
         f"{'server':<24} {'readers':>7} {'µs/delivered':>13} {'(min-max)':>15} {'server CPU':>10} "
@@ -985,7 +962,7 @@ def main(argv: Sequence[str]) -> int:
                 "anchor_ws": args.anchor_ws,
             },
             "machine": info,
-            "code": code_state(),
+            "code": code_state("realtime", "persistence", key="server_code_modified"),
             "runs": runs,
             "summary": summary,
             "ratios": {k: {str(n): v for n, v in by_n.items()} for k, by_n in ratio.items()},
