@@ -217,6 +217,8 @@ class PreviewStream:
         self._last_granule = 0
         self.engine = PreviewEngine(on_pages=self._pages_from_thread, on_meters=self._meters_from_thread)
         self.idle_since: float | None = None
+        self.dirty = False
+        self.assets: dict[str, F32] = {}  # loaded samples of the assets the document uses
 
     def _pages_from_thread(self, pages: list[Page]) -> None:
         self._loop.call_soon_threadsafe(self._publish, pages)
@@ -307,22 +309,33 @@ class PreviewHub:
             raise RuntimeError(f"the preview encoder did not start: {stream.engine.error!r}")
 
         def changed() -> None:
+            # Edits can come faster than a refresh (which may load audio): one refresh runs at
+            # a time and, if the document changed meanwhile, runs again with the latest state.
+            stream.dirty = True
             task = self._refresh.get(session_id)
             if task is None or task.done():
                 self._refresh[session_id] = asyncio.get_running_loop().create_task(
-                    self._refresh_now(session_id, runner, stream)
+                    self._refresh_while_dirty(session_id, runner, stream)
                 )
 
         runner.change_callbacks.append(changed)
         self._watchers[session_id] = (runner, changed)
         return stream
 
+    async def _refresh_while_dirty(self, session_id: str, runner: RoomRunner, stream: PreviewStream) -> None:
+        while stream.dirty and self._streams.get(session_id) is stream:
+            stream.dirty = False
+            try:
+                await self._refresh_now(session_id, runner, stream)
+            except Exception:
+                log.exception("preview %s: refresh failed", session_id)
+
     async def _refresh_now(self, session_id: str, runner: RoomRunner, stream: PreviewStream) -> None:
         """Read the document on the loop, load its audio, hand both to the engine."""
         doc = read_document(runner.room.doc)
         wanted = {clip.asset_id for track in doc.tracks for clip in track.clips}
-        assets: dict[str, F32] = {}
-        for asset_id in wanted:
+        assets: dict[str, F32] = {a: stream.assets[a] for a in wanted if a in stream.assets}
+        for asset_id in wanted - assets.keys():
             record = await self._store.get_asset(asset_id)
             # The document is written by clients: only this session's own assets may play.
             if record is None or record.session_id != session_id or record.deleted_at is not None:
@@ -331,6 +344,7 @@ class PreviewHub:
                 assets[asset_id] = await self._assets.samples(record)
             except Exception:
                 log.exception("preview %s: asset %s could not be loaded", session_id, asset_id)
+        stream.assets = assets
         stream.engine.submit(Snapshot(doc, assets))
 
     def _maybe_stop(self, session_id: str) -> None:

@@ -228,3 +228,29 @@ def test_chromium_audio_element_plays_the_preview(playing_session: Any, browser:
         assert errors == []
     finally:
         context.close()
+
+
+def test_the_stream_follows_edits_and_the_transport(playing_session: Any) -> None:
+    server, token, sid, client = playing_session
+    url = f"{server.base_url}/api/sessions/{sid}/preview.ogg?token={token}"
+    data = b""
+    with httpx.stream("GET", url, timeout=15) as r:
+        started = time.monotonic()
+        changed_at: float | None = None
+        for chunk in r.iter_bytes():
+            data += chunk
+            elapsed = time.monotonic() - started
+            if changed_at is None and elapsed > 1.5:
+                with client.doc.transaction():
+                    client.doc.get("tracks", type=pycrdt.Map)["t1"]["mute"] = True
+                client.send_changes()
+                changed_at = elapsed
+            if elapsed > 3.5:
+                break
+    samples = decode(data)
+    rms = [
+        float(np.sqrt(np.mean(samples[0, i : i + 4800] ** 2)))
+        for i in range(0, samples.shape[1] - 4800, 4800)
+    ]
+    assert max(rms[2:10]) > 0.2  # the tone plays before the edit
+    assert max(rms[-5:]) < 1e-3  # silence once the mute reached the engine
