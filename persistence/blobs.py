@@ -182,6 +182,22 @@ class FileBlobStore:
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path_for(key).is_file)
 
+    async def keys(self) -> list[str]:
+        """Every stored key, sorted (temporary files and anything that is not a blob are skipped)."""
+
+        def scan() -> list[str]:
+            if not self.root.is_dir():
+                return []
+            found = []
+            for path in self.root.glob("*/*/*"):
+                name = path.name
+                valid = KEY_PATTERN.fullmatch(name) and ".." not in name
+                if valid and path == self.path_for(name) and path.is_file():
+                    found.append(name)
+            return sorted(found)
+
+        return await asyncio.to_thread(scan)
+
     async def delete(self, key: str) -> bool:
         path = self.path_for(key)
         try:

@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from persistence.blobs import FileBlobStore
+from persistence.encrypted_blobs import open_encrypted_blobs
 from persistence.factory import open_store
 from persistence.ports import Store
 
@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
                 limits=RoomLimits(max_pending_bytes=settings.max_pending_bytes),
             ),
         )
-        blobs = FileBlobStore(settings.data_dir / "blobs")
+        blobs = await open_encrypted_blobs(settings.data_dir, settings.data_key)
         assets = AssetLibrary(
             the_store,
             blobs,

@@ -1,4 +1,4 @@
-"""`escenario` command line: `serve` and `render`; `worker` and `models` arrive with their issues."""
+"""`escenario` command line: `serve`, `render`, `keys rotate`; `worker` and `models` arrive later."""
 
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ async def _load_session(
     settings: Settings, session_id: str
 ) -> tuple[SessionDocument, dict[str, np.ndarray]] | None:
     """The session's document and the samples of its assets, or None if there is no such session."""
-    from persistence.blobs import BlobNotFound, FileBlobStore
+    from persistence.blobs import BlobNotFound
+    from persistence.encrypted_blobs import BlobIntegrityError, open_encrypted_blobs
     from persistence.factory import open_store
 
     from .media.decode import MediaError
@@ -84,7 +85,7 @@ async def _load_session(
             return None
         record = await store.load_room(session_id)
         doc = read_document(build_doc(record.snapshot, (u for _, u in record.updates)))
-        blobs = FileBlobStore(settings.data_dir / "blobs")
+        blobs = await open_encrypted_blobs(settings.data_dir, settings.data_key)
         assets: dict[str, np.ndarray] = {}
         for asset_id in sorted({c.asset_id for t in doc.tracks for c in t.clips}):
             asset = await store.get_asset(asset_id) if len(asset_id) <= 64 else None
@@ -92,7 +93,7 @@ async def _load_session(
                 continue
             try:
                 assets[asset_id] = await load_asset_samples(blobs, asset)
-            except (BlobNotFound, MediaError) as exc:
+            except (BlobNotFound, BlobIntegrityError, MediaError) as exc:
                 print(f"escenario render: asset {asset_id} is unreadable ({exc}); silent", file=sys.stderr)
         return doc, assets
     finally:
@@ -198,6 +199,58 @@ def render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("keys", help="manage the data keys of encryption at rest")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser(
+        "rotate",
+        help="add a new active key and re-encrypt every blob with it (safe while the server runs)",
+        description="Add a fresh key to the keyring (ESCENARIO_DATA_KEY, default "
+        "DATA_DIR/keys/keyring.json), make it active (older keys stay for reading) "
+        "and re-encrypt every blob under it.",
+    )
+    rotate.add_argument("--data-dir", type=Path, help="data directory (ESCENARIO_DATA_DIR, default ./var)")
+    rotate.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+async def _rotate(settings: Settings, quiet: bool) -> int:
+    from persistence.encrypted_blobs import (
+        keyring_path,
+        open_encrypted_blobs,
+        reencrypt_all,
+        rotate_keyring,
+    )
+
+    store = await open_encrypted_blobs(settings.data_dir, settings.data_key)
+    path = keyring_path(settings.data_dir, settings.data_key)
+    store.keyring = await asyncio.to_thread(rotate_keyring, path)
+    if not quiet:
+        print(f"new active key {store.keyring.active} in {path}", file=sys.stderr)
+
+    def progress(done: int, total: int, key: str, changed: bool) -> None:
+        if not quiet:
+            print(
+                f"[{done}/{total}] {key}: {'re-encrypted' if changed else 'already current'}", file=sys.stderr
+            )
+
+    count = await reencrypt_all(store, progress)
+    if not quiet:
+        print(f"re-encrypted {count} blob(s) with key {store.keyring.active}", file=sys.stderr)
+    return 0
+
+
+def keys(args: argparse.Namespace) -> int:
+    """`escenario keys rotate`: 0 on success, 1 when the keyring or a blob cannot be handled."""
+    from persistence.encrypted_blobs import BlobIntegrityError, KeyringError
+
+    settings = settings_from_env().replace(data_dir=args.data_dir)
+    try:
+        return asyncio.run(_rotate(settings, args.quiet))
+    except (KeyringError, BlobIntegrityError, OSError) as exc:
+        print(f"escenario keys rotate: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_settings(args: argparse.Namespace) -> Settings:
     settings = settings_from_env()
     return settings.replace(
@@ -253,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _render_parser(sub)
+    _keys_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "render":
         return render(args)
+    if args.command == "keys":
+        return keys(args)
     if args.command == "serve":
         try:
             serve(build_settings(args))

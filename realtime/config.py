@@ -26,6 +26,8 @@ class Settings:
     log_format: str = "json"  # json | text
     # auto | numba | cupy; `serve` resolves auto to what this machine can run.
     dsp_backend: str = "auto"
+    # Keyring file for encryption at rest; empty means data_dir/keys/keyring.json, made on first run.
+    data_key: str = ""
 
     # accounts
     token_ttl_s: int = 30 * 24 * 3600

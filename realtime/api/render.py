@@ -31,6 +31,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from persistence.blobs import BlobNotFound
+from persistence.encrypted_blobs import BlobIntegrityError
 
 from .. import errors
 from ..accounts import session_access
@@ -171,7 +172,7 @@ async def _load_assets(svc: Services, session_id: str, doc: SessionDocument) -> 
             continue
         try:
             assets[asset_id] = await svc.assets.samples(record)
-        except (BlobNotFound, MediaError) as exc:
+        except (BlobNotFound, BlobIntegrityError, MediaError) as exc:
             # Rendered as silence (the graph reports the missing asset), like a deleted one.
             log.warning("mixdown of session %s: asset %s unreadable: %s", session_id, asset_id, exc)
     return assets

@@ -26,7 +26,9 @@ class OggOpusEncoder:
         self._container = av.open(
             self._buf, "w", format="ogg", options={"page_duration": str(page_ms * 1000)}
         )
-        stream = self._container.add_stream("libopus", rate=SAMPLE_RATE)
+        # Constant bitrate: silence (a stopped transport) still sends a steady byte stream, so
+        # players fill their start-up buffer and keep the element playing.
+        stream = self._container.add_stream("libopus", rate=SAMPLE_RATE, options={"vbr": "off"})
         stream.layout = "stereo"
         stream.bit_rate = bitrate
         self._stream = stream

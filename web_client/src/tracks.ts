@@ -120,7 +120,7 @@ export function sanitizeTrackName(raw: string): string {
   return Array.from(cleaned).slice(0, MAX_TRACK_NAME).join('');
 }
 
-function newId(): string {
+export function newId(): string {
   const c = globalThis.crypto;
   if (c && typeof c.randomUUID === 'function') return c.randomUUID();
   // crypto.randomUUID needs a secure context; fall back for plain-http LAN hosts.
