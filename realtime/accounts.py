@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import re
 import secrets
 import time
@@ -17,6 +18,7 @@ from persistence.ports import Conflict as StoreConflict
 from persistence.ports import Role, SessionRecord, Store, User
 
 from . import errors
+from .lockout import LoginLockout
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 MIN_PASSWORD = 8
@@ -43,11 +45,13 @@ class Accounts:
         token_ttl_s: int,
         hasher: PasswordHasher | None = None,
         clock: Callable[[], float] = time.time,
+        lockout: LoginLockout | None = None,
     ) -> None:
         self._store = store
         self._ttl = token_ttl_s
         self._hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
         self._clock = clock
+        self.lockout = lockout or LoginLockout()
         # Verifying against a real hash for unknown e-mails keeps login time flat, so the
         # response time does not reveal which addresses have accounts.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
@@ -69,11 +73,21 @@ class Accounts:
         return await self.issue_token(user)
 
     async def login(self, *, email: str, password: str) -> Issued:
+        key = email.strip().lower()
+        wait = self.lockout.retry_after(key)
+        if wait > 0:
+            raise errors.TooManyRequests(
+                f"too many wrong passwords for this account; try again in {math.ceil(wait)} s",
+                code="login_locked",
+                retry_after=math.ceil(wait),
+            )
         creds = await self._store.get_credentials(email.strip())
         stored_hash = creds.password_hash if creds else self._dummy_hash
         ok = await asyncio.to_thread(self._verify, stored_hash, password[:MAX_PASSWORD])
         if not ok or creds is None:
+            self.lockout.failed(key)
             raise errors.NotAuthenticated("wrong e-mail or password", code="invalid_credentials")
+        self.lockout.succeeded(key)
         if self._hasher.check_needs_rehash(creds.password_hash):
             new_hash = await asyncio.to_thread(self._hasher.hash, password)
             await self._store.set_password_hash(creds.user.id, new_hash)

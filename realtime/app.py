@@ -9,6 +9,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -26,6 +27,7 @@ from .api import preview as preview_api
 from .api import render as render_api
 from .api import sessions as sessions_api
 from .api.common import error_response, services
+from .api.headers import SecurityHeaders
 from .config import Settings
 from .media.library import AssetLibrary
 from .preview import PreviewHub
@@ -148,6 +150,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(SecurityHeaders, hsts=settings.cookie_secure)],
         exception_handlers={
             errors.ApiError: _api_error,
             HTTPException: _http_error,

@@ -70,3 +70,7 @@ class UnsupportedMedia(ApiError):
 class TooManyRequests(ApiError):
     status = 429
     code = "rate_limited"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

@@ -228,3 +228,47 @@ def test_root_explains_when_the_web_client_is_not_built(client: TestClient) -> N
     r = client.get("/")
     assert r.status_code == 200
     assert "make run" in r.text
+
+
+def test_security_headers_on_api_and_page(client: TestClient) -> None:
+    for path in ("/healthz", "/", "/api/me"):
+        r = client.get(path)
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_repeated_wrong_passwords_lock_the_account_with_backoff(client: TestClient) -> None:
+    signup(client, "target@example.com")
+    for _ in range(5):
+        r = client.post("/api/auth/login", json={"email": "target@example.com", "password": "guess guess"})
+        assert r.status_code == 401
+    r = client.post("/api/auth/login", json={"email": "TARGET@example.com", "password": "correct horse"})
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == "login_locked"
+    assert int(r.headers["retry-after"]) >= 1
+    # Other accounts are not affected.
+    signup(client, "other@example.com")
+    r = client.post("/api/auth/login", json={"email": "other@example.com", "password": "correct horse"})
+    assert r.status_code == 200
+
+
+def test_lockout_backs_off_exponentially_and_clears_on_success() -> None:
+    from realtime.lockout import LoginLockout
+
+    now = [0.0]
+    lock = LoginLockout(free_failures=2, base_s=10, max_s=35, clock=lambda: now[0])
+    lock.failed("a")
+    assert lock.retry_after("a") == 0
+    lock.failed("a")
+    assert lock.retry_after("a") == 10
+    lock.failed("a")
+    assert lock.retry_after("a") == 20
+    lock.failed("a")
+    assert lock.retry_after("a") == 35  # capped
+    now[0] = 100.0
+    assert lock.retry_after("a") == 0
+    lock.succeeded("a")
+    lock.failed("a")
+    assert lock.retry_after("a") == 0

@@ -49,7 +49,12 @@ def session_json(s: SessionRecord, role: str | None = None) -> dict[str, Any]:
 
 
 def error_response(exc: errors.ApiError) -> JSONResponse:
-    return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status)
+    headers = {}
+    if isinstance(exc, errors.TooManyRequests) and exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(
+        {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status, headers=headers
+    )
 
 
 async def read_json(request: Request) -> dict[str, Any]:
