@@ -6,6 +6,7 @@ need (with a deadline), never on a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -82,11 +83,9 @@ class ServerProcess:
                 raise RuntimeError(
                     f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}"
                 )
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet
                 if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not become healthy:\n" + self.log_path.read_text()[-3000:])
             time.sleep(0.05)

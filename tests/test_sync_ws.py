@@ -187,8 +187,9 @@ def test_malformed_frame_closes_only_that_connection(client: TestClient, frame: 
 
 def answer_or_close_code(ws: Any) -> str | int:
     try:
-        while not isinstance(p.decode_message(ws.receive_bytes()), p.AwarenessMessage):
-            pass
+        reply = p.decode_message(ws.receive_bytes())
+        while not isinstance(reply, p.AwarenessMessage):
+            reply = p.decode_message(ws.receive_bytes())
     except WebSocketDisconnect as exc:
         return int(exc.code)
     return "answered"

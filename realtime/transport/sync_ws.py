@@ -85,15 +85,17 @@ async def sync_endpoint(ws: WebSocket) -> None:
         peer = DirectPeer(ws, direct, user.id, max_buffer_bytes=settings.send_queue_bytes)
     else:
         peer = QueuedPeer(ws, user.id, max_queue_bytes=settings.send_queue_bytes)
-    bucket = TokenBucket(settings.messages_per_second, settings.message_burst)
+    on_binary = _frame_handler(
+        runner, conn, peer, TokenBucket(settings.messages_per_second, settings.message_burst)
+    )
     runner.join(conn, peer, can_edit=access.role.can_edit)
     if direct is not None:
-        direct.on_binary = _frame_handler(runner, conn, peer, bucket)
+        direct.on_binary = on_binary
     log.info(
         "sync connect", extra={"room": session_id, "conn": conn, "user": user.id, "role": access.role.value}
     )
     try:
-        await _read_loop(ws, runner, conn, peer, bucket, settings.max_message_bytes)
+        await _read_loop(ws, peer, on_binary, settings.max_message_bytes)
     finally:
         if direct is not None:
             direct.on_binary = None
@@ -105,7 +107,11 @@ async def sync_endpoint(ws: WebSocket) -> None:
 def _frame_handler(
     runner: RoomRunner, conn: int, peer: SyncPeer, bucket: TokenBucket
 ) -> Callable[[bytes], None]:
-    """Inbound binary frames straight from the protocol (size is enforced by its parser)."""
+    """What every inbound binary frame goes through: rate limit, then the room.
+
+    Under our uvicorn protocol frames arrive here straight from its parser (which enforces the
+    size limit); otherwise `_read_loop` hands them over after checking the size itself.
+    """
 
     def on_binary(data: bytes) -> None:
         if peer.closing:
@@ -119,8 +125,9 @@ def _frame_handler(
 
 
 async def _read_loop(
-    ws: WebSocket, runner: RoomRunner, conn: int, peer: SyncPeer, bucket: TokenBucket, max_bytes: int
+    ws: WebSocket, peer: SyncPeer, on_binary: Callable[[bytes], None], max_bytes: int
 ) -> None:
+    """Frames that come through ASGI: everything under other servers, text and fragments under ours."""
     receive = ws.receive
     while True:
         message = await receive()
@@ -133,10 +140,8 @@ async def _read_loop(
             peer.close(CloseCode.UNSUPPORTED_DATA, "text frames are not part of the y-websocket protocol")
         elif len(data) > max_bytes:
             peer.close(CloseCode.TOO_BIG, f"message over {max_bytes} bytes")
-        elif not bucket.take():
-            peer.close(CloseCode.POLICY, "message rate limit exceeded")
         else:
-            runner.receive(conn, data)
+            on_binary(data)
 
 
 routes = [WebSocketRoute("/sync/{session_id}", sync_endpoint)]
