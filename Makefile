@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
+TORCH_VERSION ?= 2.13.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 WEB_SOURCES := $(shell find web_client/src web_client/index.html web_client/vite.config.ts web_client/tsconfig.json -type f 2>/dev/null)
@@ -14,7 +15,12 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: the CPU build lies on this disk; an open range would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q 'torch==$(TORCH_VERSION)'
 	$(BIN)/pip install -q -e '.[test,bench]'
+	# basic-pitch pins TensorFlow on Linux; we run its shipped ONNX model, so install it without its pins
+	# (its runtime dependencies are ours, in pyproject.toml).
+	$(BIN)/pip install -q --no-deps 'basic-pitch==0.4.0'
 	touch $@
 
 web: web_client/dist/index.html
