@@ -9,9 +9,9 @@ Times are Unix seconds (float) everywhere; ids are opaque strings chosen by the 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class Role(enum.StrEnum):
@@ -120,8 +120,62 @@ class AssetRecord:
     deleted_at: float | None
 
 
+class JobKind(enum.StrEnum):
+    SEPARATE = "separate"
+    TRANSCRIBE = "transcribe"
+    MASTER = "master"
+
+
+class JobPriority(enum.StrEnum):
+    INTERACTIVE = "interactive"  # started from a live session: served first
+    BULK = "bulk"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """An inference job: the durable truth about it, whichever queue or worker carries it.
+
+    `params` and `result` are JSON objects (`result`: the asset and track ids it produced).
+    `attempts` counts the times a worker started it; together with `status` it is the fence
+    that `Store.transition_job` compares, so a worker presumed dead cannot overwrite the work
+    of the one that took its job over. `error` describes the latest status change (why it
+    failed). `asset_id` is None once the source asset is gone, `created_by` once the account is.
+    """
+
+    id: str
+    session_id: str
+    asset_id: str | None
+    kind: JobKind
+    params: dict[str, Any]
+    priority: JobPriority
+    status: JobStatus
+    progress: float
+    error: str | None
+    result: dict[str, Any] | None
+    created_by: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    worker: str | None
+    cancel_requested: bool
+    updated_at: float
+
+
 class Store(Protocol):
-    """Accounts, sessions, memberships, the CRDT update log and asset metadata."""
+    """Accounts, sessions, memberships, the CRDT update log, asset metadata and jobs."""
 
     async def migrate(self) -> None:
         """Create or upgrade the schema; idempotent, run at every start."""
@@ -248,6 +302,98 @@ class Store(Protocol):
 
     async def delete_asset(self, asset_id: str) -> bool:
         """Remove the asset row (hidden or not); True if there was one. Blobs are the caller's."""
+
+    # jobs ---------------------------------------------------------------------
+    async def create_job(
+        self,
+        *,
+        session_id: str,
+        kind: JobKind,
+        params: Mapping[str, Any],
+        priority: JobPriority = JobPriority.INTERACTIVE,
+        asset_id: str | None = None,
+        created_by: str | None = None,
+    ) -> JobRecord:
+        """Insert a `queued` job; `created_at` is the store's clock.
+
+        Raises `NotFound` if the session, the asset or the user does not exist and
+        `ValueError` for an unknown kind or priority or params that are not a JSON object.
+        The store does not check that the asset belongs to the session: the API does.
+        """
+
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    async def list_jobs(self, session_id: str, *, limit: int = 100) -> list[JobRecord]:
+        """The session's jobs, newest first."""
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus | None = None,
+        progress: float | None = None,
+        error: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        worker: str | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        attempts_inc: bool = False,
+    ) -> JobRecord | None:
+        """Set the given fields unconditionally (None leaves a field as it is); None if no such job.
+
+        A status change also replaces `error` (clearing it unless one is given). One statement,
+        cheap enough for progress several times a second; the returned record carries
+        `cancel_requested`, so a progress write doubles as the cancellation check. `progress`
+        outside 0..1 raises `ValueError`.
+        """
+
+    async def transition_job(
+        self,
+        job_id: str,
+        from_statuses: Collection[JobStatus],
+        to_status: JobStatus,
+        *,
+        expect_attempts: int | None = None,
+        progress: float | None = None,
+        error: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        worker: str | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        attempts_inc: bool = False,
+    ) -> JobRecord | None:
+        """Atomic compare-and-set: move the job to `to_status` only if its status is in
+        `from_statuses` (and its `attempts` equals `expect_attempts`, when given).
+
+        Returns the new record, or None if the job is missing or the guard failed. Of
+        concurrent transitions from the same state exactly one wins, which is what makes
+        result writes idempotent under at-least-once delivery. `error` is replaced as in
+        `update_job`; the other fields as there.
+        """
+
+    async def request_job_cancel(self, job_id: str) -> JobRecord | None:
+        """Ask for a job to stop: a `queued` job becomes `cancelled` at once (finished now);
+        a `running` one gets `cancel_requested` for its worker to act on; a finished job is
+        returned unchanged. None if there is no such job."""
+
+    async def list_jobs_by_status(
+        self, statuses: Collection[JobStatus], *, limit: int = 100
+    ) -> list[JobRecord]:
+        """Jobs in any of `statuses`, oldest first (restart recovery, resubmission)."""
+
+    async def recover_jobs(
+        self, max_attempts: int, *, idle_s: float | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Settle `running` jobs whose worker is gone, atomically; returns (requeued, ended) ids.
+
+        A job that has been started fewer than `max_attempts` times goes back to `queued`
+        (worker, progress and start time reset); one with a pending cancellation becomes
+        `cancelled`; the others become `failed` with an error that says why. With `idle_s`,
+        only jobs not updated for that long are touched (workers on other machines may still
+        be running the rest); without it every running job is, which is right only when no
+        worker can be alive (the embedded server at startup). Queued jobs are left alone:
+        the caller resubmits them to its queue.
+        """
 
 
 @runtime_checkable

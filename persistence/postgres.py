@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,12 +32,28 @@ from persistence._common import (
     sort_members,
     user_from_row,
 )
+from persistence._jobs import (
+    JOB_COLUMN_COUNT,
+    JOB_COLUMNS,
+    JobChanges,
+    check_max_attempts,
+    job_changes,
+    job_from_row,
+    job_params,
+    new_job_record,
+    recovery_for,
+    status_values,
+)
 from persistence._migrate import load_migrations, pending
 from persistence.ports import (
     AssetKind,
     AssetRecord,
     Conflict,
     Credentials,
+    JobKind,
+    JobPriority,
+    JobRecord,
+    JobStatus,
     Member,
     NotFound,
     Role,
@@ -468,6 +484,215 @@ class PostgresStore:
     async def delete_asset(self, asset_id: str) -> bool:
         pool = await self._get_pool()
         return bool(_count(await pool.execute("DELETE FROM assets WHERE id = $1", asset_id)))
+
+    # jobs ---------------------------------------------------------------------
+    async def create_job(
+        self,
+        *,
+        session_id: str,
+        kind: JobKind,
+        params: Mapping[str, Any],
+        priority: JobPriority = JobPriority.INTERACTIVE,
+        asset_id: str | None = None,
+        created_by: str | None = None,
+    ) -> JobRecord:
+        record = new_job_record(
+            job_id=new_id(),
+            now=self._clock(),
+            session_id=session_id,
+            kind=kind,
+            params=params,
+            priority=priority,
+            asset_id=asset_id,
+            created_by=created_by,
+        )
+        pool = await self._get_pool()
+        placeholders = ", ".join(f"${i}" for i in range(1, JOB_COLUMN_COUNT + 1))
+        try:
+            await pool.execute(
+                f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({placeholders})", *job_params(record)
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(
+                f"no session {session_id!r}, no asset {asset_id!r} or no user {created_by!r}"
+            ) from exc
+        return record
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        return None if row is None else job_from_row(row)
+
+    async def list_jobs(self, session_id: str, *, limit: int = 100) -> list[JobRecord]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE session_id = $1 "
+            "ORDER BY created_at DESC, id DESC LIMIT $2",
+            session_id,
+            max(0, int(limit)),
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus | None = None,
+        progress: float | None = None,
+        error: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        worker: str | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        attempts_inc: bool = False,
+    ) -> JobRecord | None:
+        changes = job_changes(
+            status=status,
+            progress=progress,
+            error=error,
+            result=result,
+            worker=worker,
+            started_at=started_at,
+            finished_at=finished_at,
+            attempts_inc=attempts_inc,
+        )
+        return await self._change_job(job_id, changes, None, None)
+
+    async def transition_job(
+        self,
+        job_id: str,
+        from_statuses: Collection[JobStatus],
+        to_status: JobStatus,
+        *,
+        expect_attempts: int | None = None,
+        progress: float | None = None,
+        error: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        worker: str | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        attempts_inc: bool = False,
+    ) -> JobRecord | None:
+        changes = job_changes(
+            status=to_status,
+            progress=progress,
+            error=error,
+            result=result,
+            worker=worker,
+            started_at=started_at,
+            finished_at=finished_at,
+            attempts_inc=attempts_inc,
+        )
+        allowed = status_values(from_statuses)
+        if not allowed:
+            return None
+        return await self._change_job(
+            job_id, changes, allowed, None if expect_attempts is None else int(expect_attempts)
+        )
+
+    async def _change_job(
+        self, job_id: str, changes: JobChanges, allowed: list[str] | None, expect_attempts: int | None
+    ) -> JobRecord | None:
+        # One statement: under READ COMMITTED a concurrent update of the row makes this one
+        # wait and then re-check the WHERE clause against the committed row, so of several
+        # compare-and-sets from the same state exactly one matches.
+        params: list[Any] = [job_id, self._clock()]
+        sets: list[str] = []
+        for column, value in changes.values:
+            params.append(value)
+            sets.append(f"{column} = ${len(params)}")
+        if changes.attempts_inc:
+            sets.append("attempts = attempts + 1")
+        sets.append("updated_at = GREATEST(updated_at, $2)")
+        where = "id = $1"
+        if allowed is not None:
+            params.append(allowed)
+            where += f" AND status = ANY(${len(params)}::text[])"
+        if expect_attempts is not None:
+            params.append(expect_attempts)
+            where += f" AND attempts = ${len(params)}"
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            f"UPDATE jobs SET {', '.join(sets)} WHERE {where} RETURNING {JOB_COLUMNS}", *params
+        )
+        return None if row is None else job_from_row(row)
+
+    async def request_job_cancel(self, job_id: str) -> JobRecord | None:
+        pool = await self._get_pool()
+        # The CASE arms all see the row as it was, so a queued job is cancelled outright and
+        # a running one only flagged, in one atomic statement.
+        row = await pool.fetchrow(
+            "UPDATE jobs SET cancel_requested = true, "
+            "error = CASE WHEN status = 'queued' THEN NULL ELSE error END, "
+            "finished_at = CASE WHEN status = 'queued' THEN $2 ELSE finished_at END, "
+            "status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, "
+            "updated_at = GREATEST(updated_at, $2) "
+            f"WHERE id = $1 AND status IN ('queued', 'running') RETURNING {JOB_COLUMNS}",
+            job_id,
+            self._clock(),
+        )
+        if row is None:
+            row = await pool.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        return None if row is None else job_from_row(row)
+
+    async def list_jobs_by_status(
+        self, statuses: Collection[JobStatus], *, limit: int = 100
+    ) -> list[JobRecord]:
+        wanted = status_values(statuses)
+        if not wanted:
+            return []
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = ANY($1::text[]) ORDER BY created_at, id LIMIT $2",
+            wanted,
+            max(0, int(limit)),
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def recover_jobs(
+        self, max_attempts: int, *, idle_s: float | None = None
+    ) -> tuple[list[str], list[str]]:
+        max_attempts = check_max_attempts(max_attempts)
+        now = self._clock()
+        requeued: list[str] = []
+        ended: list[str] = []
+        async with self._transaction() as conn:
+            # FOR UPDATE: a worker's concurrent write to one of these rows waits for the
+            # decision instead of being overwritten by it (or overwriting it).
+            if idle_s is None:
+                rows = await conn.fetch(
+                    "SELECT id, attempts, cancel_requested FROM jobs WHERE status = 'running' "
+                    "ORDER BY created_at, id FOR UPDATE"
+                )
+            else:
+                rows = await conn.fetch(
+                    "SELECT id, attempts, cancel_requested FROM jobs WHERE status = 'running' "
+                    "AND updated_at <= $1 ORDER BY created_at, id FOR UPDATE",
+                    now - float(idle_s),
+                )
+            for row in rows:
+                plan = recovery_for(
+                    row[0], attempts=int(row[1]), cancel_requested=bool(row[2]), max_attempts=max_attempts
+                )
+                if plan.status is JobStatus.QUEUED:
+                    await conn.execute(
+                        "UPDATE jobs SET status = 'queued', error = NULL, worker = NULL, progress = 0, "
+                        "started_at = NULL, updated_at = GREATEST(updated_at, $2) WHERE id = $1",
+                        plan.job_id,
+                        now,
+                    )
+                    requeued.append(plan.job_id)
+                else:
+                    await conn.execute(
+                        "UPDATE jobs SET status = $2, error = $3, finished_at = $4, "
+                        "updated_at = GREATEST(updated_at, $4) WHERE id = $1",
+                        plan.job_id,
+                        plan.status.value,
+                        plan.error,
+                        now,
+                    )
+                    ended.append(plan.job_id)
+        return requeued, ended
 
 
 def _count(status: str) -> int:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -34,12 +34,28 @@ from persistence._common import (
     sort_members,
     user_from_row,
 )
+from persistence._jobs import (
+    JOB_COLUMN_COUNT,
+    JOB_COLUMNS,
+    JobChanges,
+    check_max_attempts,
+    job_changes,
+    job_from_row,
+    job_params,
+    new_job_record,
+    recovery_for,
+    status_values,
+)
 from persistence._migrate import load_migrations, pending, sqlite_statements
 from persistence.ports import (
     AssetKind,
     AssetRecord,
     Conflict,
     Credentials,
+    JobKind,
+    JobPriority,
+    JobRecord,
+    JobStatus,
     Member,
     NotFound,
     Role,
@@ -522,6 +538,198 @@ class SqliteStore:
     async def delete_asset(self, asset_id: str) -> bool:
         async with self._transaction() as db:
             return bool(await _run(db, "DELETE FROM assets WHERE id = ?", (asset_id,)))
+
+    # jobs ---------------------------------------------------------------------
+    async def create_job(
+        self,
+        *,
+        session_id: str,
+        kind: JobKind,
+        params: Mapping[str, Any],
+        priority: JobPriority = JobPriority.INTERACTIVE,
+        asset_id: str | None = None,
+        created_by: str | None = None,
+    ) -> JobRecord:
+        record = new_job_record(
+            job_id=new_id(),
+            now=self._clock(),
+            session_id=session_id,
+            kind=kind,
+            params=params,
+            priority=priority,
+            asset_id=asset_id,
+            created_by=created_by,
+        )
+        async with self._transaction() as db:
+            with _foreign_key_is_not_found(
+                f"no session {session_id!r}, no asset {asset_id!r} or no user {created_by!r}"
+            ):
+                await _run(
+                    db,
+                    f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * JOB_COLUMN_COUNT)})",
+                    job_params(record),
+                )
+        return record
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _first(job_from_row(row) for row in rows)
+
+    async def list_jobs(self, session_id: str, *, limit: int = 100) -> list[JobRecord]:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE session_id = ? "
+                "ORDER BY created_at DESC, id DESC LIMIT ?",
+                (session_id, max(0, int(limit))),
+            )
+        return [job_from_row(row) for row in rows]
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus | None = None,
+        progress: float | None = None,
+        error: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        worker: str | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        attempts_inc: bool = False,
+    ) -> JobRecord | None:
+        changes = job_changes(
+            status=status,
+            progress=progress,
+            error=error,
+            result=result,
+            worker=worker,
+            started_at=started_at,
+            finished_at=finished_at,
+            attempts_inc=attempts_inc,
+        )
+        return await self._change_job(job_id, changes, "", ())
+
+    async def transition_job(
+        self,
+        job_id: str,
+        from_statuses: Collection[JobStatus],
+        to_status: JobStatus,
+        *,
+        expect_attempts: int | None = None,
+        progress: float | None = None,
+        error: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        worker: str | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        attempts_inc: bool = False,
+    ) -> JobRecord | None:
+        changes = job_changes(
+            status=to_status,
+            progress=progress,
+            error=error,
+            result=result,
+            worker=worker,
+            started_at=started_at,
+            finished_at=finished_at,
+            attempts_inc=attempts_inc,
+        )
+        allowed = status_values(from_statuses)
+        if not allowed:
+            return None
+        guard = f" AND status IN ({', '.join('?' * len(allowed))})"
+        guard_params: list[Any] = list(allowed)
+        if expect_attempts is not None:
+            guard += " AND attempts = ?"
+            guard_params.append(int(expect_attempts))
+        return await self._change_job(job_id, changes, guard, guard_params)
+
+    async def _change_job(
+        self, job_id: str, changes: JobChanges, guard: str, guard_params: Sequence[Any]
+    ) -> JobRecord | None:
+        # One statement in autocommit: atomic on its own (the guard is evaluated under the
+        # write lock, so concurrent compare-and-sets serialise), and one hop to the database
+        # thread, which keeps frequent progress writes cheap.
+        sets = [f"{column} = ?" for column, _ in changes.values]
+        if changes.attempts_inc:
+            sets.append("attempts = attempts + 1")
+        sets.append("updated_at = max(updated_at, ?)")
+        params = [value for _, value in changes.values]
+        params += [self._clock(), job_id, *guard_params]
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?{guard} RETURNING {JOB_COLUMNS}", params
+            )
+        return _first(job_from_row(row) for row in rows)
+
+    async def request_job_cancel(self, job_id: str) -> JobRecord | None:
+        now = self._clock()
+        async with self._locked() as db:
+            # The CASE arms all see the row as it was, so a queued job is cancelled outright
+            # and a running one only flagged, in one atomic statement.
+            rows = await db.execute_fetchall(
+                "UPDATE jobs SET cancel_requested = 1, "
+                "error = CASE WHEN status = 'queued' THEN NULL ELSE error END, "
+                "finished_at = CASE WHEN status = 'queued' THEN ? ELSE finished_at END, "
+                "status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, "
+                "updated_at = max(updated_at, ?) "
+                f"WHERE id = ? AND status IN ('queued', 'running') RETURNING {JOB_COLUMNS}",
+                (now, now, job_id),
+            )
+            if not rows:
+                rows = await db.execute_fetchall(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _first(job_from_row(row) for row in rows)
+
+    async def list_jobs_by_status(
+        self, statuses: Collection[JobStatus], *, limit: int = 100
+    ) -> list[JobRecord]:
+        wanted = status_values(statuses)
+        if not wanted:
+            return []
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ({', '.join('?' * len(wanted))}) "
+                "ORDER BY created_at, id LIMIT ?",
+                (*wanted, max(0, int(limit))),
+            )
+        return [job_from_row(row) for row in rows]
+
+    async def recover_jobs(
+        self, max_attempts: int, *, idle_s: float | None = None
+    ) -> tuple[list[str], list[str]]:
+        max_attempts = check_max_attempts(max_attempts)
+        now = self._clock()
+        idle = "" if idle_s is None else " AND updated_at <= ?"
+        requeued: list[str] = []
+        ended: list[str] = []
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT id, attempts, cancel_requested FROM jobs WHERE status = 'running'{idle} "
+                "ORDER BY created_at, id",
+                () if idle_s is None else (now - float(idle_s),),
+            )
+            for row in rows:
+                plan = recovery_for(
+                    row[0], attempts=int(row[1]), cancel_requested=bool(row[2]), max_attempts=max_attempts
+                )
+                if plan.status is JobStatus.QUEUED:
+                    await _run(
+                        db,
+                        "UPDATE jobs SET status = 'queued', error = NULL, worker = NULL, progress = 0, "
+                        "started_at = NULL, updated_at = max(updated_at, ?) WHERE id = ?",
+                        (now, plan.job_id),
+                    )
+                    requeued.append(plan.job_id)
+                else:
+                    await _run(
+                        db,
+                        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, "
+                        "updated_at = max(updated_at, ?) WHERE id = ?",
+                        (plan.status.value, plan.error, now, now, plan.job_id),
+                    )
+                    ended.append(plan.job_id)
+        return requeued, ended
 
 
 def _append_updates_sync(conn: sqlite3.Connection, room: str, updates: list[bytes]) -> int:
