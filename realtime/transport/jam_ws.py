@@ -1,0 +1,328 @@
+"""`/jam/{session_id}`: the live jam over a WebSocket (binary audio frames, JSON text control).
+
+Authentication, per-IP connect limits and close codes are those of `/sync` (its helpers are
+reused): denials are sent as a close after accepting (4401 not authenticated, 4403 not a member,
+1013 over a limit). Then the connection joins the session's jam engine at once, with defaults
+(Opus, stereo, the account's name); a `join` control message may change codec, channels and
+name at any time and is answered with a fresh `welcome`. Owners and editors send and receive;
+a viewer's audio frame closes its connection with 1008.
+
+One bad connection never hurts the others: a malformed frame or control message closes only
+the connection that sent it (1007; an unknown codec 1003; a control message over 64 KiB 1009).
+
+Outbound, each connection is an :class:`~realtime.jam.engine.AudioSink`. Under our uvicorn
+protocol, frames are WebSocket-framed once per distinct mix (the same bytes go to every listener
+of that mix) and written straight to the transport; its unsent backlog is bounded by
+``jam_send_buffer_bytes``: beyond it the newest audio is refused (and counted), and the engine
+closes a connection that stays refused for ``jam_laggard_s`` with 1013. Under other ASGI servers
+a bounded queue and a writer task do the same through ASGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import struct
+from collections.abc import Callable, Sequence
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from .. import errors
+from ..accounts import session_access
+from ..api.common import services
+from ..jam.control import ControlError, Leave, error_message, parse_control
+from ..jam.engine import EngineFull, InputRejected, JamEngine
+from ..session.room import CloseCode
+from .limits import TokenBucket
+from .sync_ws import _token_from
+from .uvicorn_ws import DIRECT_EXTENSION, DirectChannel
+from .wsframe import binary_frame
+
+log = logging.getLogger(__name__)
+
+_FIN_TEXT = 0x81
+
+
+def text_frame(text: str) -> bytes:
+    """One unfragmented, unmasked text frame (server → client)."""
+    payload = text.encode("utf-8")
+    n = len(payload)
+    if n < 126:
+        return bytes((_FIN_TEXT, n)) + payload
+    if n < 1 << 16:
+        return struct.pack("!BBH", _FIN_TEXT, 126, n) + payload
+    return struct.pack("!BBQ", _FIN_TEXT, 127, n) + payload
+
+
+def close_reason(code: str, message: str) -> str:
+    """``"code: message"`` cut to the 123 UTF-8 bytes a close frame allows."""
+    raw = f"{code}: {message}".encode()[:123]
+    return raw.decode("utf-8", "ignore")
+
+
+class _Framed:
+    """WebSocket framing of the engine's frames, once per frame object.
+
+    Every listener of a mix gets the same ``bytes`` object in the same delivery round, so a
+    few recent frames (one per distinct mix) keyed by identity cover every listener. The cache
+    holds the frame itself, so an id cannot be reused while its entry is alive.
+    """
+
+    __slots__ = ("_entries", "_size")
+
+    def __init__(self, size: int = 64) -> None:
+        self._entries: collections.OrderedDict[int, tuple[bytes, bytes]] = collections.OrderedDict()
+        self._size = size
+
+    def wire(self, frame: bytes) -> bytes:
+        key = id(frame)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is frame:
+            return hit[1]
+        wire = binary_frame(frame)
+        self._entries[key] = (frame, wire)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return wire
+
+
+_framed = _Framed()
+
+
+class DirectSink:
+    """An AudioSink writing pre-framed bytes straight to the socket (our uvicorn protocol)."""
+
+    def __init__(self, ws: WebSocket, channel: DirectChannel, *, max_buffer_bytes: int) -> None:
+        self._ws = ws
+        self._channel = channel
+        self._max = max_buffer_bytes
+        self.closing = False
+        self._close_task: asyncio.Task[None] | None = None
+
+    def send_audio(self, frames: Sequence[bytes]) -> bool:
+        channel = self._channel
+        if self.closing or not channel.open:
+            return True  # going away: nothing to deliver and nothing to complain about
+        buffered = channel.buffered()
+        if buffered > self._max:
+            return False
+        wire = _framed.wire
+        if len(frames) == 1:
+            channel.write(wire(frames[0]))
+        else:
+            channel.write(b"".join([wire(f) for f in frames]))
+        return True
+
+    def send_control(self, text: str) -> None:
+        if not self.closing and self._channel.open:
+            self._channel.write(text_frame(text))
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if code == CloseCode.TRY_AGAIN_LATER and self._channel.buffered() > self._max:
+            self._channel.abort()  # a laggard: a close frame would wait behind what it does not read
+            return
+        if self._channel.open:
+            self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await self._ws.close(code, reason)
+
+    async def finish(self) -> None:
+        if self._close_task is not None:
+            await self._close_task
+
+
+class QueuedSink:
+    """An AudioSink over plain ASGI sends (other servers, Starlette's test client)."""
+
+    def __init__(self, ws: WebSocket, *, max_queue_bytes: int) -> None:
+        self._ws = ws
+        self._queue: collections.deque[bytes | str] = collections.deque()
+        self._queued_bytes = 0
+        self._max = max_queue_bytes
+        self._wake = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self._writer = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def closing(self) -> bool:
+        return self._close is not None
+
+    def send_audio(self, frames: Sequence[bytes]) -> bool:
+        if self._close is not None:
+            return True
+        size = sum(len(f) for f in frames)
+        if self._queued_bytes and self._queued_bytes + size > self._max:
+            return False
+        self._queue.extend(frames)
+        self._queued_bytes += size
+        self._wake.set()
+        return True
+
+    def send_control(self, text: str) -> None:
+        if self._close is None:
+            self._queue.append(text)
+            self._queued_bytes += len(text)
+            self._wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+            if code == CloseCode.TRY_AGAIN_LATER:
+                self._queue.clear()
+                self._queued_bytes = 0
+            self._wake.set()
+
+    async def _run(self) -> None:
+        ws = self._ws
+        queue = self._queue
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while queue:
+                    item = queue.popleft()
+                    self._queued_bytes -= len(item)
+                    if isinstance(item, bytes):
+                        await ws.send_bytes(item)
+                    else:
+                        await ws.send_text(item)
+                if self._close is not None:
+                    code, reason = self._close
+                    if ws.application_state == ws.client_state == WebSocketState.CONNECTED:
+                        await ws.close(code, reason)
+                    return
+
+    async def finish(self) -> None:
+        if not self._writer.done():
+            self.close(CloseCode.GOING_AWAY, "bye")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+
+Sink = DirectSink | QueuedSink
+
+
+async def jam_endpoint(ws: WebSocket) -> None:
+    svc = services(ws)
+    settings = svc.settings
+    await ws.accept()
+    client_ip = ws.client.host if ws.client else "unknown"
+    if not svc.connect_limiter.allow(client_ip):
+        await ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections from your address; retry later")
+        return
+    token = _token_from(ws)
+    user = await svc.accounts.user_for_token(token) if token else None
+    if user is None:
+        await ws.close(CloseCode.NOT_AUTHENTICATED, "not authenticated")
+        return
+    try:
+        access = await session_access(svc.store, ws.path_params["session_id"], user)
+    except errors.NotFound:
+        await ws.close(CloseCode.FORBIDDEN, "not a member of this session")
+        return
+    session_id = access.session.id
+    existing = svc.jam.get(session_id)
+    if (
+        existing is not None
+        and sum(1 for p in existing.participants if p.user_id == user.id) >= settings.max_connections_per_user
+    ):
+        await ws.close(CloseCode.TRY_AGAIN_LATER, "too many open connections for this user")
+        return
+
+    direct = ws.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+    sink: Sink
+    if direct is not None:
+        sink = DirectSink(ws, direct, max_buffer_bytes=settings.jam_send_buffer_bytes)
+    else:
+        sink = QueuedSink(ws, max_queue_bytes=settings.jam_send_buffer_bytes)
+    try:
+        engine = svc.jam.acquire(session_id)
+        participant = engine.join(user.id, user.name, can_send=access.role.can_edit, sink=sink)
+    except (EngineFull, RuntimeError) as exc:
+        sink.close(CloseCode.TRY_AGAIN_LATER, str(exc))
+        await sink.finish()
+        return
+    pid = participant.pid
+    on_binary = _frame_handler(
+        engine, pid, sink, TokenBucket(settings.jam_frames_per_second, settings.jam_frames_per_second)
+    )
+    if direct is not None:
+        direct.on_binary = on_binary
+    log.info(
+        "jam connect",
+        extra={"room": session_id, "participant": pid, "user": user.id, "role": access.role.value},
+    )
+    try:
+        await _read_loop(ws, engine, pid, sink, on_binary, settings.max_message_bytes)
+    finally:
+        if direct is not None:
+            direct.on_binary = None
+        engine.leave(pid)
+        await sink.finish()
+        log.info("jam disconnect", extra={"room": session_id, "participant": pid})
+
+
+def _frame_handler(engine: JamEngine, pid: str, sink: Sink, bucket: TokenBucket) -> Callable[[bytes], None]:
+    """Every inbound audio frame: rate limit, then the engine; a rejected frame closes this socket."""
+
+    def on_binary(data: bytes) -> None:
+        if sink.closing:
+            return
+        if not bucket.take():
+            sink.close(CloseCode.POLICY, "audio frame rate limit exceeded")
+            return
+        try:
+            engine.receive(pid, data)
+        except InputRejected as exc:
+            sink.send_control(error_message(exc.code, exc.reason))
+            sink.close(exc.close_code, close_reason(exc.code, exc.reason))
+
+    return on_binary
+
+
+async def _read_loop(
+    ws: WebSocket, engine: JamEngine, pid: str, sink: Sink, on_binary: Callable[[bytes], None], max_bytes: int
+) -> None:
+    """Text (control) frames, and binary ones that did not take the direct path."""
+    receive = ws.receive
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if sink.closing:
+            continue  # closing: wait for the client's close frame, ignore what it still sends
+        data = message.get("bytes")
+        if data is not None:
+            if len(data) > max_bytes:
+                sink.close(CloseCode.TOO_BIG, f"message over {max_bytes} bytes")
+            else:
+                on_binary(data)
+            continue
+        text = message.get("text")
+        if text is None:
+            continue
+        try:
+            msg = parse_control(text)
+        except ControlError as exc:
+            sink.send_control(error_message(exc.code, exc.message))
+            sink.close(exc.close_code, close_reason(exc.code, exc.message))
+            continue
+        if isinstance(msg, Leave):
+            sink.close(CloseCode.NORMAL, "bye")
+            continue
+        for reply in engine.control(pid, msg):
+            sink.send_control(reply)
+
+
+routes = [WebSocketRoute("/jam/{session_id}", jam_endpoint)]

@@ -1,0 +1,508 @@
+"""`/jam/{session}` end to end: a real server process, real WebSocket clients streaming Opus in real time."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from starlette.testclient import TestClient
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from realtime.jam.frames import CODEC_OPUS, parse_frame
+from realtime.jam.opus import OpusEncoder
+
+from .appclient import auth, signup
+from .harness import ServerProcess, wait_until
+from .jam.test_engine import BLOCK, PERIOD, RATE, Player, decode_stream, tone_level
+
+FREQS = (500.0, 800.0, 1300.0)
+
+
+@pytest.fixture(scope="module")
+def jam_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(
+        Path(tmp_path_factory.mktemp("jam")) / "data",
+        env={"ESCENARIO_JAM_FADE_IN_S": "0", "ESCENARIO_CONNECTS_PER_MINUTE_PER_IP": "10000"},
+    )
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+_emails = iter(range(1_000_000))
+
+
+def band(srv: ServerProcess, players: int, viewers: int = 0) -> tuple[str, list[str], list[str]]:
+    """A new session: an owner, `players - 1` editors, `viewers` viewers. (sid, tokens, viewer tokens)"""
+    n = next(_emails)
+    owner = srv.signup(f"owner{n}@example.com", name="Owner")
+    sid = srv.create_session(owner)
+    tokens = [owner]
+    for i in range(1, players):
+        email = f"p{n}-{i}@example.com"
+        tokens.append(srv.signup(email, name=f"Player {i}"))
+        srv.add_member(owner, sid, email, "editor")
+    viewer_tokens = []
+    for i in range(viewers):
+        email = f"v{n}-{i}@example.com"
+        viewer_tokens.append(srv.signup(email, name=f"Viewer {i}"))
+        srv.add_member(owner, sid, email, "viewer")
+    return sid, tokens, viewer_tokens
+
+
+class JamClient:
+    """One WebSocket participant: a reader thread keeps every frame (with its arrival time) and message."""
+
+    def __init__(self, srv: ServerProcess, sid: str, token: str) -> None:
+        # compression=None: a client that negotiates no extension gets the server's direct path.
+        self.ws: ClientConnection = connect(
+            f"ws://127.0.0.1:{srv.port}/jam/{sid}?token={token}",
+            compression=None,
+            open_timeout=20,
+            legacy=True,
+        )
+        self.frames: list[tuple[float, bytes]] = []
+        self.controls: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closed = threading.Event()
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.welcome = self.wait_control(lambda m: m["type"] == "welcome")
+        self.pid: str = self.welcome["participantId"]
+
+    def _read(self) -> None:
+        try:
+            while True:
+                msg = self.ws.recv()
+                with self._cond:
+                    if isinstance(msg, bytes):
+                        self.frames.append((time.monotonic(), msg))
+                    else:
+                        self.controls.append(json.loads(msg))
+                    self._cond.notify_all()
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None:
+                self.close_code = exc.rcvd.code
+                self.close_reason = exc.rcvd.reason
+        except OSError:
+            pass
+        finally:
+            self.closed.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def wait_control(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for m in self.controls:
+                    if pred(m):
+                        return m
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.closed.is_set():
+                    raise AssertionError(f"no such control message; saw {self.controls[-5:]}")
+                self._cond.wait(remaining)
+
+    def send_json(self, obj: dict[str, Any]) -> None:
+        self.ws.send(json.dumps(obj))
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.ws.send(data)
+            return True
+        except (ConnectionClosed, OSError):
+            return False
+
+    def wait_closed(self, timeout: float = 10.0) -> int | None:
+        assert self.closed.wait(timeout), "the server did not close the connection"
+        return self.close_code
+
+    def frames_since(self, t: float) -> list[bytes]:
+        with self._cond:
+            return [f for at, f in self.frames if at >= t]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ws.close()
+
+
+@contextlib.contextmanager
+def clients(srv: ServerProcess, sid: str, tokens: list[str]) -> Iterator[list[JamClient]]:
+    opened: list[JamClient] = []
+    try:
+        for token in tokens:
+            opened.append(JamClient(srv, sid, token))
+        yield opened
+    finally:
+        for c in opened:
+            c.close()
+
+
+def stream(
+    pairs: list[tuple[JamClient, Player]],
+    seconds: float,
+    *,
+    loss: float = 0.0,
+    rng: random.Random | None = None,
+    sent_at: dict[int, float] | None = None,
+) -> None:
+    """Send every player's next frame each block period, at real-time pace (absolute schedule)."""
+    t0 = time.monotonic()
+    for k in range(round(seconds / PERIOD)):
+        for client, player in pairs:
+            frame = player.frame()
+            if sent_at is not None:
+                sent_at[player.seq - 1] = time.monotonic()
+            if loss and rng is not None and rng.random() < loss:
+                continue
+            client.send(frame)
+        delay = t0 + (k + 1) * PERIOD - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def heard(client: JamClient, since: float) -> NDArray[np.float32]:
+    return decode_stream(client.frames_since(since))
+
+
+def jam_stats(srv: ServerProcess, sid: str, token: str) -> dict[str, Any]:
+    r = srv.api("GET", f"/api/sessions/{sid}/jam/stats", token=token)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_three_players_hear_the_others_and_themselves_only_when_monitoring(jam_server: ServerProcess) -> None:
+    sid, tokens, _ = band(jam_server, 3)
+    with clients(jam_server, sid, tokens) as cs:
+        pairs = [(c, Player(f)) for c, f in zip(cs, FREQS, strict=True)]
+        for c in cs:
+            c.send_json({"type": "monitor", "self": False})
+        stream(pairs, 1.0)
+        mark = time.monotonic()
+        stream(pairs, 1.0)
+        for i, c in enumerate(cs):
+            audio = heard(c, mark)
+            assert len(audio) > 0.7 * RATE
+            for j, f in enumerate(FREQS):
+                level = tone_level(audio, f)
+                if i == j:
+                    assert level < 0.01, (i, level)
+                else:
+                    assert level > 0.08, (i, j, level)
+        for c in cs:
+            c.send_json({"type": "monitor", "self": True})
+        stream(pairs, 0.5)
+        mark = time.monotonic()
+        stream(pairs, 1.0)
+        for i, c in enumerate(cs):
+            assert tone_level(heard(c, mark), FREQS[i]) > 0.08
+        stats = jam_stats(jam_server, sid, tokens[0])
+        assert len(stats["participants"]) == 3
+        assert stats["engine"]["ticks"] > 0
+
+
+def test_viewer_receives_but_cannot_inject_audio(jam_server: ServerProcess) -> None:
+    sid, tokens, viewers = band(jam_server, 1, viewers=1)
+    with clients(jam_server, sid, [tokens[0], viewers[0]]) as (player, viewer):
+        assert viewer.welcome["canSend"] is False
+        stream([(player, Player(700))], 0.6)
+        wait_until(lambda: len(viewer.frames) > 100, what="audio at the viewer")
+        assert tone_level(decode_stream([f for _, f in viewer.frames[-100:]]), 700) > 0.08
+        viewer.send(Player(300).frame())
+        assert viewer.wait_closed() == 1008
+        assert viewer.close_reason.startswith("not_sender: viewers cannot send audio")
+        assert viewer.controls[-1]["type"] == "error"
+        before = len(player.frames)
+        stream([(player, Player(700))], 0.3)
+        assert len(player.frames) > before + 50
+        assert not player.closed.is_set()
+
+
+def test_bad_input_closes_only_that_connection(jam_server: ServerProcess) -> None:
+    sid, tokens, _ = band(jam_server, 5)
+    with clients(jam_server, sid, tokens) as (good, listener, garbage, wrong_codec, bad_json):
+        pairs = [(good, Player(600))]
+        stream(pairs, 0.4)
+        garbage.send(b"\x01\x01\x02\x00" + b"\x00" * 4)  # a truncated header
+        assert garbage.wait_closed() == 1007
+        assert garbage.close_reason.startswith("too_short: ")
+        assert garbage.controls[-1] == {
+            "type": "error",
+            "code": "too_short",
+            "message": garbage.close_reason[11:],
+        }
+        frame = bytearray(Player(600).frame())
+        frame[1] = 9  # codec 9
+        wrong_codec.send(bytes(frame))
+        assert wrong_codec.wait_closed() == 1003
+        assert wrong_codec.close_reason.startswith("unknown_codec: ")
+        bad_json.ws.send("{not json")
+        assert bad_json.wait_closed() == 1007
+        assert bad_json.close_reason.startswith("not_json: ")
+        mark = time.monotonic()
+        stream(pairs, 0.6)
+        assert not good.closed.is_set()
+        assert not listener.closed.is_set()
+        assert tone_level(heard(listener, mark), 600) > 0.08
+        names = listener.wait_control(lambda m: m["type"] == "participants" and len(m["participants"]) == 2)[
+            "participants"
+        ]
+        assert {p["id"] for p in names} == {good.pid, listener.pid}
+
+
+def test_a_peer_that_vanishes_is_removed_and_the_others_continue(jam_server: ServerProcess) -> None:
+    sid, tokens, _ = band(jam_server, 3)
+    with clients(jam_server, sid, tokens) as (a, b, gone):
+        pairs = [(a, Player(500)), (b, Player(800)), (gone, Player(1300))]
+        stream(pairs, 0.5)
+        # No close frame, no FIN handshake: the TCP connection is reset under the client's feet.
+        sock = gone.ws.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+        stream(pairs[:2], 0.3)
+        wait_until(
+            lambda: len(jam_stats(jam_server, sid, tokens[0])["participants"]) == 2,
+            what="the vanished peer removed",
+        )
+        mark = time.monotonic()
+        stream(pairs[:2], 0.8)
+        for c in (a, b):
+            audio = heard(c, mark)
+            assert tone_level(audio, 500) > 0.08
+            assert tone_level(audio, 800) > 0.08
+            assert tone_level(audio, 1300) < 0.01
+        a.wait_control(lambda m: m["type"] == "participants" and len(m["participants"]) == 2)
+
+
+@pytest.mark.parametrize("loss", [0.05, 0.20])
+def test_random_loss_keeps_audio_flowing_with_concealment_counted(
+    jam_server: ServerProcess, loss: float
+) -> None:
+    sid, tokens, _ = band(jam_server, 2)
+    with clients(jam_server, sid, tokens) as (sender, listener):
+        listener.send_json({"type": "monitor", "self": False})
+        mark = time.monotonic()
+        stream([(sender, Player(600))], 2.0, loss=loss, rng=random.Random(int(loss * 100)))
+        audio = heard(listener, mark + 0.3)
+        assert tone_level(audio, 600) > 0.08
+        blocks = audio[: len(audio) // BLOCK * BLOCK].reshape(-1, BLOCK)
+        silent = float((np.sqrt((blocks**2).mean(axis=1)) < 0.02).mean())
+        # Without concealment `loss` of the blocks would be silent; Opus PLC fills most gaps.
+        assert silent < loss / 2, silent
+        wait_until(lambda: "concealed" in _inbound(jam_server, sid, tokens[0], sender.pid), what="stats")
+        time.sleep(1.1)  # stats are refreshed once a second
+        inbound = _inbound(jam_server, sid, tokens[0], sender.pid)
+        expected = loss * 2.0 / PERIOD
+        assert inbound["concealed"] > 0.5 * expected
+        assert inbound["lost"] > 0.5 * expected
+        pushed = sender.wait_control(lambda m: m["type"] == "stats" and m["up"] and m["up"]["concealed"] > 0)
+        assert pushed["up"]["lost"] > 0
+
+
+def _inbound(srv: ServerProcess, sid: str, token: str, pid: str) -> dict[str, Any]:
+    for p in jam_stats(srv, sid, token)["participants"]:
+        if p["id"] == pid:
+            return dict(p["in"])
+    raise AssertionError(f"{pid} is not in the jam")
+
+
+class ClickPlayer(Player):
+    """Silence with a short 3 kHz burst at irregular intervals (so a correlation has one peak)."""
+
+    def __init__(self) -> None:
+        super().__init__(0, channels=1)
+        rng = random.Random(5)
+        self.click_blocks: set[int] = set()
+        k = 10
+        while k < 100_000:
+            self.click_blocks.add(k)
+            k += rng.randint(40, 110)  # 100-275 ms apart
+
+    def block(self) -> NDArray[np.float32]:
+        k = self.phase // BLOCK
+        self.phase += BLOCK
+        out = np.zeros((self.channels, BLOCK), np.float32)
+        if k in self.click_blocks:
+            n = np.arange(48)
+            out[:, 10:58] = 0.6 * np.hanning(48) * np.sin(2 * np.pi * 3000 * n / RATE)
+        return out
+
+
+def _click_positions(audio: NDArray[np.float32], template: NDArray[np.float32]) -> list[int]:
+    """Sample positions of the clicks in `audio`: peaks of its cross-correlation with the click."""
+    corr = np.correlate(audio, template, mode="valid")
+    high = np.flatnonzero(corr > 0.4 * corr.max())
+    clicks: list[int] = []
+    for i in high:
+        if clicks and i - clicks[-1] < RATE // 20:
+            if corr[i] > corr[clicks[-1]]:
+                clicks[-1] = int(i)
+            continue
+        clicks.append(int(i))
+    return clicks
+
+
+def _train(positions: list[int], length: int, blur: int) -> NDArray[np.float64]:
+    line = np.zeros(length)
+    for p in positions:
+        line[max(0, p - blur) : p + blur] = 1.0
+    return line
+
+
+def test_click_round_trip_through_the_server(jam_server: ServerProcess) -> None:
+    """Mouth to ear through the server: clicks found by cross-correlation, timed on the wall clock."""
+    sid, tokens, _ = band(jam_server, 1)
+    with clients(jam_server, sid, tokens) as (c,):
+        player = ClickPlayer()
+        stream([(c, player)], 0.5)  # let the jitter buffer settle
+        sent_at: dict[int, float] = {}
+        mark = time.monotonic()
+        stream([(c, player)], 2.5, sent_at=sent_at)
+        time.sleep(0.2)
+        first = min(sent_at)
+        sent_clicks = [(s - first) * BLOCK + 10 for s in sorted(sent_at) if s in player.click_blocks]
+        frames = [(at, f) for at, f in c.frames if at >= mark]
+        audio = decode_stream([f for _, f in frames])
+        template = np.zeros(70, np.float32)
+        n = np.arange(48)
+        template[10:58] = 0.6 * np.hanning(48) * np.sin(2 * np.pi * 3000 * n / RATE)
+        heard_clicks = [p + 10 for p in _click_positions(audio, template)]
+        assert len(heard_clicks) >= 8
+        # Which sent click is which heard one: the irregular spacing lines the two trains up at
+        # one offset (in samples of stream position, not of time).
+        length = max(len(audio), (max(sent_at) - first + 1) * BLOCK) + RATE
+        spectrum = np.fft.rfft(_train(heard_clicks, length, 120), 2 * length) * np.conj(
+            np.fft.rfft(_train(sent_clicks, length, 120), 2 * length)
+        )
+        corr = np.fft.irfft(spectrum, 2 * length)
+        offset = int(np.argmax(np.concatenate((corr[-length:], corr[:length])))) - length
+        delays = []
+        for h in heard_clicks:
+            s = min(sent_clicks, key=lambda x: abs(h - (x + offset)))
+            # The offset moves when the jitter buffer changes depth; clicks are >= 40 blocks apart.
+            if abs(h - (s + offset)) > 20 * BLOCK:
+                continue
+            heard_at = frames[h // BLOCK][0] + (h % BLOCK) / RATE
+            sent_time = sent_at[first + s // BLOCK] + (s % BLOCK) / RATE
+            delays.append(heard_at - sent_time)
+        assert len(delays) >= 6
+        measured = float(np.median(delays))
+        me = jam_stats(jam_server, sid, tokens[0])["participants"][0]
+        depth = me["in"]["depth"]
+        # What the audio path itself adds (not scheduling): our encoder's and the server's
+        # encoder's look-ahead, and the server limiter's look-ahead (1.5 ms).
+        codec = (OpusEncoder(1, BLOCK).lookahead + OpusEncoder(2, BLOCK).lookahead + 72) / RATE
+        server_added = measured - codec
+        p50 = me["latencyMs"]["p50"] / 1000
+        print(
+            f"click round trip {measured * 1000:.2f} ms (spread {np.ptp(delays) * 1000:.1f} ms), codec "
+            f"{codec * 1000:.2f} ms, server-added {server_added * 1000:.2f} ms, jitter depth {depth}, "
+            f"stats p50 {p50 * 1000:.2f} ms"
+        )
+        margin = 0.015  # two shared cores: this test's threads and the server run on them
+        assert server_added <= (depth + 2) * PERIOD + margin, (measured, server_added, depth)
+        assert p50 > 0
+        assert 0.2 < max(server_added, PERIOD) / p50 < 5, (server_added, p50)
+
+
+def test_metrics_and_stats_endpoints(jam_server: ServerProcess) -> None:
+    sid, tokens, _ = band(jam_server, 2)
+    outsider = jam_server.signup(f"outsider{next(_emails)}@example.com")
+    assert jam_server.api("GET", f"/api/sessions/{sid}/jam/stats").status_code == 401
+    assert jam_server.api("GET", f"/api/sessions/{sid}/jam/stats", token=outsider).status_code == 404
+    assert jam_stats(jam_server, sid, tokens[0]) == {"session": sid, "running": False, "participants": []}
+    with clients(jam_server, sid, tokens) as (a, _b):
+        stream([(a, Player(500))], 0.5)
+        text = jam_server.api("GET", "/metrics").text
+        assert 'escenario_jam_packets_total{direction="in"}' in text
+        assert f'escenario_jam_session_participants{{session="{sid}"}} 2.0' in text
+        assert "escenario_jam_tick_duration_seconds_bucket" in text
+        assert "escenario_jam_server_latency_seconds_count" in text
+        stats = jam_stats(jam_server, sid, tokens[1])
+        assert {p["id"] for p in stats["participants"]} == {a.pid, _b.pid}
+
+
+def test_auth_and_close_codes(jam_server: ServerProcess) -> None:
+    sid, tokens, _ = band(jam_server, 1)
+    stranger = jam_server.signup(f"stranger{next(_emails)}@example.com")
+    for url, code in (
+        (f"/jam/{sid}", 4401),
+        (f"/jam/{sid}?token=nope", 4401),
+        (f"/jam/{sid}?token={stranger}", 4403),
+        (f"/jam/{'0' * 32}?token={tokens[0]}", 4403),
+    ):
+        with connect(f"ws://127.0.0.1:{jam_server.port}{url}", compression=None) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=10)
+            assert info.value.rcvd is not None
+            assert info.value.rcvd.code == code, url
+
+
+def test_join_message_sets_codec_and_leave_closes_normally(jam_server: ServerProcess) -> None:
+    sid, tokens, _ = band(jam_server, 1)
+    with clients(jam_server, sid, tokens) as (c,):
+        c.send_json({"type": "join", "codec": "pcm16", "channels": 1, "name": "Drums"})
+        welcome = c.wait_control(lambda m: m["type"] == "welcome" and m["codec"] == "pcm16")
+        assert welcome["participants"][0]["name"] == "Drums"
+        pcm = Player(440, channels=1, codec=0)
+        stream([(c, pcm)], 0.4)
+        wait_until(lambda: any(parse_frame(f)[0].codec == 0 for _, f in c.frames[-5:]), what="PCM16 frames")
+        c.send_json({"type": "ping", "t": 1.5})
+        assert c.wait_control(lambda m: m["type"] == "pong")["t"] == 1.5
+        c.send_json({"type": "leave"})
+        assert c.wait_closed() == 1000
+
+
+def test_in_process_app_queued_path(make_client: Callable[..., TestClient]) -> None:
+    """Under the test client (no direct socket access) the queued sink carries the same protocol."""
+    client = make_client(jam_fade_in_s=0.0)
+    token = signup(client)
+    sid = client.post("/api/sessions", json={"title": "Jam"}, headers=auth(token)).json()["id"]
+    with client.websocket_connect(f"/jam/{sid}?token={token}") as ws:
+        welcome = ws.receive_json()
+        assert welcome["type"] == "welcome"
+        assert ws.receive_json()["type"] == "participants"
+        ws.send_json({"type": "ping", "t": 3})
+        player = Player(500)
+        for _ in range(40):
+            ws.send_bytes(player.frame())
+        got_pong = False
+        audio = 0
+        while not (got_pong and audio >= 20):
+            msg = ws.receive()
+            if msg.get("bytes") is not None:
+                header, _, _ = parse_frame(msg["bytes"])
+                assert header.codec == CODEC_OPUS
+                audio += 1
+            elif msg.get("text") is not None and json.loads(msg["text"])["type"] == "pong":
+                got_pong = True
+        ws.send_bytes(b"\x02" + bytes(20))  # version 2
+        msg = ws.receive()
+        while msg["type"] != "websocket.close":
+            msg = ws.receive()
+        assert msg["code"] == 1007
+
+
+def test_metrics_token_is_required_when_configured(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(metrics_token="s3cret")
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"authorization": "Bearer wrong"}).status_code == 401
+    r = client.get("/metrics", headers={"authorization": "Bearer s3cret"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    assert "escenario_jam_sessions 0.0" in r.text
