@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from inference.service import JobService
 from persistence.encrypted_blobs import open_encrypted_blobs
 from persistence.factory import open_store
 from persistence.ports import Store
@@ -23,18 +24,23 @@ from . import errors
 from .accounts import Accounts
 from .api import assets as assets_api
 from .api import auth as auth_api
+from .api import jam as jam_api
+from .api import jam_webrtc as jam_webrtc_api
+from .api import jobs as jobs_api
 from .api import preview as preview_api
 from .api import render as render_api
 from .api import sessions as sessions_api
 from .api.common import error_response, services
 from .api.headers import SecurityHeaders
 from .config import Settings
+from .jam.sessions import JamSessions, engine_config
 from .media.library import AssetLibrary
 from .preview import PreviewHub
 from .services import Services
 from .session.hub import HubConfig, RoomManager
 from .session.room import RoomLimits
-from .transport import sync_ws
+from .transport import jam_ws, sync_ws
+from .transport.jam_webrtc import JamWebRtc
 from .transport.limits import KeyedRateLimiter
 
 log = logging.getLogger(__name__)
@@ -116,9 +122,24 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             blobs=blobs,
             assets=assets,
             preview=PreviewHub(rooms, the_store, assets),
+            jam=JamSessions(engine_config(settings)),
         )
+        jam_api.register_metrics(app.state.services)
+        app.state.jam_webrtc = JamWebRtc(
+            app.state.services.jam,
+            ice_servers=[u.strip() for u in settings.jam_webrtc_ice_servers.split(",") if u.strip()],
+            inactivity_s=settings.jam_webrtc_inactivity_s,
+            connect_timeout_s=settings.jam_webrtc_connect_timeout_s,
+            max_peers_per_user=settings.jam_webrtc_max_peers_per_user,
+            frames_per_second=settings.jam_frames_per_second,
+            loopback=settings.jam_webrtc_loopback_candidates,
+        )
+        jobs = JobService(settings=settings, store=the_store, rooms=rooms, assets=assets)
+        app.state.services.jobs = jobs
         await assets.startup()
         await rooms.start()
+        await app.state.services.jam.start()
+        await jobs.start()
         log.info(
             "escenario ready",
             extra={
@@ -130,6 +151,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             yield
         finally:
             # Every update is already in the log; this compacts rooms and closes sockets cleanly.
+            # Jams first: their tick threads stop and their sockets close with 1001.
+            await app.state.jam_webrtc.close_all()  # WebRTC peers leave their jams, connections close
+            await app.state.services.jam.close()
+            # Jobs before rooms: their last document changes (re-queued jobs) go out with the rooms.
+            await jobs.close()
             await app.state.services.preview.close()
             await rooms.close()
             await assets.close()
@@ -143,8 +169,12 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         *sessions_api.routes,
         *assets_api.routes,
         *render_api.routes,
+        *jobs_api.routes,
         *preview_api.routes,
         *sync_ws.routes,
+        *jam_api.routes,
+        *jam_ws.routes,
+        *jam_webrtc_api.routes,
         _web_mount(settings.web_dir),
     ]
     return Starlette(

@@ -1,4 +1,4 @@
-"""`escenario` command line: `serve`, `render`, `keys rotate`; `worker` and `models` arrive later."""
+"""`escenario` command line: `serve`, `render`, `keys rotate`, `worker`, `models list|fetch|import`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="mix kernels on the CPU (numba) or a CUDA GPU (cupy, needs the [gpu] extra); "
         "auto picks cupy only when a GPU is usable (ESCENARIO_DSP_BACKEND, default auto)",
     )
+    _inference_flags(p, prefix="inference-")
 
 
 _FORMAT_BY_SUFFIX = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg"}
@@ -251,6 +252,179 @@ def keys(args: argparse.Namespace) -> int:
         return 1
 
 
+def _inference_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The pool's flags: `--device` etc. for `worker`, `--inference-device` etc. for `serve`."""
+    p.add_argument("--models-dir", help="separation models (ESCENARIO_MODELS_DIR; default DATA_DIR/models)")
+    p.add_argument(
+        f"--{prefix}device",
+        dest="inference_device",
+        help="auto (one worker per GPU, else CPU workers), cpu or cuda:N (ESCENARIO_INFERENCE_DEVICE)",
+    )
+    p.add_argument(
+        f"--{prefix}workers",
+        dest="inference_workers",
+        type=int,
+        help="CPU worker processes; 0: none here (ESCENARIO_INFERENCE_WORKERS, default 1)",
+    )
+    p.add_argument(
+        f"--{prefix}threads",
+        dest="inference_threads",
+        type=int,
+        help="torch/onnxruntime threads per worker (ESCENARIO_INFERENCE_THREADS, default 1)",
+    )
+    p.add_argument(
+        f"--{prefix}max-batch",
+        dest="inference_max_batch",
+        type=int,
+        help="segments per separation forward pass (0: 1 on a CPU, 8 on a GPU)",
+    )
+    p.add_argument(
+        f"--{prefix}precision",
+        dest="inference_precision",
+        choices=["fp32", "bf16"],
+        help="fp32 (TF32 on a GPU) or bf16",
+    )
+
+
+def _worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run inference jobs from the Redis job queue (scale-out, e.g. on a GPU machine)",
+        description="Serve the job queue that `escenario serve --redis-url` fills. The worker reads "
+        "the same database and data directory (blob store and keyring) as the servers.",
+    )
+    p.add_argument("--redis-url", help="redis://host:6379/0, the servers' queue (ESCENARIO_REDIS_URL)")
+    p.add_argument("--data-dir", type=Path, help="the servers' data directory (ESCENARIO_DATA_DIR)")
+    p.add_argument("--database-url", help="the servers' database (ESCENARIO_DATABASE_URL)")
+    p.add_argument("--queue-prefix", dest="job_queue_prefix", help="Redis key prefix (default escenario)")
+    p.add_argument("--log-level", help="debug|info|warning|error (ESCENARIO_LOG_LEVEL)")
+    p.add_argument("--log-format", choices=["json", "text"], help="ESCENARIO_LOG_FORMAT, default json")
+    _inference_flags(p)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """`escenario worker`: 0 after a clean stop (SIGTERM/SIGINT), 1 when it cannot start."""
+    import signal
+
+    from inference.executor import run_standalone
+    from inference.queue import QueueError
+
+    from .logs import configure_logging
+
+    settings = settings_from_env().replace(
+        **{k: getattr(args, k) for k in _SETTING_FLAGS if getattr(args, k, None) is not None}
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    from inference.pool import check_pool_settings
+
+    try:
+        check_pool_settings(
+            device=settings.inference_device,
+            workers=settings.inference_workers,
+            threads=settings.inference_threads,
+            max_batch=settings.inference_max_batch,
+            precision=settings.inference_precision,
+        )
+    except ValueError as exc:
+        print(f"escenario worker: {exc}", file=sys.stderr)
+        return 2
+    if not settings.redis_url:
+        print(
+            "escenario worker: give --redis-url (the queue `escenario serve --redis-url` fills)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_standalone(settings, stop)
+
+    try:
+        asyncio.run(run())
+    except (QueueError, OSError, ValueError) as exc:
+        print(f"escenario worker: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+_SETTING_FLAGS = (
+    "redis_url",
+    "data_dir",
+    "database_url",
+    "job_queue_prefix",
+    "log_level",
+    "log_format",
+    "models_dir",
+    "inference_device",
+    "inference_workers",
+    "inference_threads",
+    "inference_max_batch",
+    "inference_precision",
+)
+
+
+def _models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("models", help="list, fetch or import separation models")
+    models_sub = p.add_subparsers(dest="models_command", required=True)
+    for name, text in (
+        ("list", "the models installed in the models folder"),
+        ("fetch", "download a model with demucs' hub layout (needs network access) and install it"),
+        ("import", "install model files (<name>.yaml and its .th/.safetensors) from a folder or file"),
+    ):
+        q = models_sub.add_parser(name, help=text, description=text)
+        if name == "fetch":
+            q.add_argument("name", metavar="NAME", help="e.g. htdemucs, htdemucs_ft, htdemucs_6s")
+        elif name == "import":
+            q.add_argument("path", metavar="PATH", type=Path)
+            q.add_argument("--replace", action="store_true", help="overwrite files of the same signature")
+        q.add_argument(
+            "--models-dir", help="the models folder (ESCENARIO_MODELS_DIR; default DATA_DIR/models)"
+        )
+        q.add_argument("--data-dir", type=Path, help="data directory (ESCENARIO_DATA_DIR, default ./var)")
+
+
+def models(args: argparse.Namespace) -> int:
+    """`escenario models …`: 0 on success, 1 when the models folder refuses the operation."""
+    from inference.models import ModelError, ModelStore
+
+    settings = settings_from_env().replace(data_dir=args.data_dir, models_dir=args.models_dir)
+    store = ModelStore(settings.resolved_models_dir)
+    try:
+        if args.models_command == "list":
+            found = store.list()
+            if not found:
+                print(
+                    f"no models in {store.models_dir}; install one with `escenario models fetch htdemucs` "
+                    "or `escenario models import PATH`"
+                )
+            for info in found:
+                state = "ok" if info.complete else "; ".join(info.problems)
+                print(f"{info.name}\t{info.size_bytes / 1e6:.1f} MB\t{state}")
+            print(f"transcription (basic-pitch ICASSP-2022, ONNX)\t{_transcription_model_state()}")
+        elif args.models_command == "fetch":
+            path = store.fetch(args.name, progress=lambda msg: print(msg, file=sys.stderr))
+            print(f"installed {args.name} ({path})")
+        else:
+            names = store.import_path(args.path, replace=args.replace)
+            print(f"installed {', '.join(names)} into {store.models_dir}")
+    except ModelError as exc:
+        print(f"escenario models {args.models_command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _transcription_model_state() -> str:
+    from inference.transcribe import default_model_path
+
+    try:
+        return f"ok ({default_model_path()})"
+    except RuntimeError as exc:
+        return str(exc)
+
+
 def build_settings(args: argparse.Namespace) -> Settings:
     settings = settings_from_env()
     return settings.replace(
@@ -263,6 +437,12 @@ def build_settings(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         log_format=args.log_format,
         dsp_backend=args.dsp_backend,
+        models_dir=args.models_dir,
+        inference_device=args.inference_device,
+        inference_workers=args.inference_workers,
+        inference_threads=args.inference_threads,
+        inference_max_batch=args.inference_max_batch,
+        inference_precision=args.inference_precision,
     )
 
 
@@ -283,6 +463,15 @@ def serve(settings: Settings) -> None:
         raise SystemExit(
             f"--redis-url must start with redis://, rediss:// or unix://, got {settings.redis_url!r}"
         )
+    from inference.pool import check_pool_settings
+
+    check_pool_settings(
+        device=settings.inference_device,
+        workers=settings.inference_workers,
+        threads=settings.inference_threads,
+        max_batch=settings.inference_max_batch,
+        precision=settings.inference_precision,
+    )
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -307,11 +496,17 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     _render_parser(sub)
     _keys_parser(sub)
+    _worker_parser(sub)
+    _models_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "render":
         return render(args)
     if args.command == "keys":
         return keys(args)
+    if args.command == "worker":
+        return worker(args)
+    if args.command == "models":
+        return models(args)
     if args.command == "serve":
         try:
             serve(build_settings(args))

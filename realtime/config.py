@@ -50,6 +50,17 @@ class Settings:
     compact_after_rows: int = 500
     unload_grace_s: float = 30.0
 
+    # live jam over WebRTC (POST /api/sessions/{id}/jam/webrtc)
+    # Comma-separated stun: URLs for aiortc's ICE; empty: host candidates only (no lookups).
+    jam_webrtc_ice_servers: str = ""
+    # A peer from which nothing at all (audio, control, RTCP, SCTP) arrives for this long leaves.
+    jam_webrtc_inactivity_s: float = 5.0
+    # A peer whose ICE/DTLS is not up this long after its offer was answered is dropped.
+    jam_webrtc_connect_timeout_s: float = 20.0
+    jam_webrtc_max_peers_per_user: int = 8
+    # Offer 127.0.0.1 ICE candidates too (aioice skips loopback): for loopback-only namespaces.
+    jam_webrtc_loopback_candidates: bool = False
+
     # assets
     max_upload_bytes: int = 500 * 1024 * 1024
     max_asset_duration_s: float = 3 * 3600.0
@@ -63,6 +74,45 @@ class Settings:
     render_workers: int = 1
     # Mixdowns rendering at once; more wait as "queued" jobs (each holds a worker thread).
     max_concurrent_renders: int = 2
+
+    # live jam (realtime/jam): block size in samples at 48 kHz (120 = 2.5 ms; 240, 480 are safer)
+    jam_block: int = 120
+    jam_bitrate: int = 128_000
+    jam_complexity: int = 5
+    jam_max_participants: int = 128
+    # Per-listener queue between the tick and the event loop; older audio is dropped beyond it.
+    jam_send_queue_frames: int = 40
+    # Unsent bytes a jam socket may hold before its audio is dropped; behind for jam_laggard_s: closed.
+    jam_send_buffer_bytes: int = 64 * 1024
+    jam_laggard_s: float = 1.0
+    jam_fade_in_s: float = 3.0
+    # Inbound audio frames per second and connection (a 2.5 ms stream sends 400).
+    jam_frames_per_second: float = 2000.0
+    # Sessions that get their own labelled series on /metrics (the rest only count in the totals).
+    jam_metrics_max_sessions: int = 20
+    # Bearer token GET /metrics requires; empty: open (bind to a private address or set one).
+    metrics_token: str = ""
+
+    # inference (issue 5)
+    # Separation models (demucs .yaml/.th/.safetensors); empty means data_dir/models.
+    models_dir: str = ""
+    # CPU worker processes of the in-process pool (one per GPU instead when a GPU is used);
+    # 0 runs none here: jobs wait for `escenario worker` processes on the Redis queue.
+    inference_workers: int = 1
+    # auto (one worker per GPU, else CPU workers) | cpu | cuda:N
+    inference_device: str = "auto"
+    # Torch/onnxruntime threads per worker: 1 keeps a core free for the realtime path.
+    inference_threads: int = 1
+    # Segments per separation forward pass; 0: 1 on a CPU (batching does not pay there), 8 on a GPU.
+    inference_max_batch: int = 0
+    # fp32 (TF32 on a GPU) | bf16
+    inference_precision: str = "fp32"
+    # Namespace of the job queue's Redis keys (servers and workers that share a queue agree on it).
+    job_queue_prefix: str = "escenario"
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else self.data_dir / "models"
 
     @property
     def resolved_database_url(self) -> str:

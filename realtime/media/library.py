@@ -182,16 +182,25 @@ class AssetLibrary:
 
     # upload ---------------------------------------------------------------------------
     async def ingest(
-        self, upload: Path, *, session_id: str, uploader_id: str | None, name: str
+        self,
+        upload: Path,
+        *,
+        session_id: str,
+        uploader_id: str | None,
+        name: str,
+        kind: AssetKind = AssetKind.SOURCE,
     ) -> tuple[AssetRecord, Ingested]:
         """Decode `upload`, store its blobs and its row. The caller removes `upload`.
+
+        `kind` is `OUTPUT` for audio the server made (stems, masters), which is kept when the
+        uploaded sources are purged.
 
         Raises the `MediaError` subclasses of `decode`, and the store's `NotFound` if the
         session is gone by the time the row is written. Leaves nothing behind on failure,
         cancellation included: the work in threads cannot be stopped, so a cancelled ingest
         lets it finish in the background and then undoes it.
         """
-        work = asyncio.ensure_future(self._ingest(upload, session_id, uploader_id, name))
+        work = asyncio.ensure_future(self._ingest(upload, session_id, uploader_id, name, kind))
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -208,7 +217,12 @@ class AssetLibrary:
         await self.delete(record)
 
     async def _ingest(
-        self, upload: Path, session_id: str, uploader_id: str | None, name: str
+        self,
+        upload: Path,
+        session_id: str,
+        uploader_id: str | None,
+        name: str,
+        kind: AssetKind = AssetKind.SOURCE,
     ) -> tuple[AssetRecord, Ingested]:
         flac_tmp = self.temp_path(".flac")
         asset_id = secrets.token_hex(16)
@@ -226,7 +240,7 @@ class AssetLibrary:
                 session_id=session_id,
                 uploader_id=uploader_id,
                 name=name,
-                kind=AssetKind.SOURCE,
+                kind=kind,
                 mime=STORED_MIME,
                 duration_s=ingested.duration_s,
                 sample_rate=SAMPLE_RATE,
