@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
+from typing import Any
 
-from .harness import ROOT
+from .harness import ROOT, PyDocClient, ServerProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -26,3 +28,118 @@ TIMEOUT_MS = 15_000
 # What Chromium itself logs (as a console error) for every non-2xx fetch; only tolerated for
 # statuses a test provokes on purpose.
 FAILED_RESOURCE = re.compile(r"Failed to load resource: the server responded with a status of (\d{3})")
+
+
+# ---------------------------------------------------------------- session set-up for edit tests
+
+
+def tone_wav(seconds: float = 2.0, freq: float = 440.0, rate: int = 48_000, amp: float = 0.5) -> bytes:
+    """A stereo 16-bit sine as WAV bytes."""
+    import io
+    import math
+    import struct
+    import wave
+
+    frames = bytearray()
+    for i in range(int(seconds * rate)):
+        v = int(amp * 32767 * math.sin(2 * math.pi * freq * i / rate))
+        frames += struct.pack("<hh", v, v)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames))
+    return buf.getvalue()
+
+
+def upload_asset(server: ServerProcess, token: str, session_id: str, name: str, data: bytes) -> str:
+    r = server.api(
+        "POST", f"/api/sessions/{session_id}/assets", token=token, files={"file": (name, data, "audio/wav")}
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["asset_id"])
+
+
+def write_tracks(server: ServerProcess, token: str, session_id: str, tracks: list[dict[str, Any]]) -> None:
+    """Add tracks (`{"id", "name", "color", "clips": {id: {assetId, start, offset, length}}}`) in
+    one transaction through a real Yjs client, and return once the server serves them."""
+    import pycrdt
+
+    writer = PyDocClient(server.ws_base, session_id, token)
+    try:
+        with writer.doc.transaction():
+            tmap = writer.doc.get("tracks", type=pycrdt.Map)
+            order = writer.doc.get("trackOrder", type=pycrdt.Array)
+            for t in tracks:
+                clips = pycrdt.Map(
+                    {
+                        cid: pycrdt.Map({"gainDb": 0.0, "fadeIn": 0.0, "fadeOut": 0.0, **c})
+                        for cid, c in t.get("clips", {}).items()
+                    }
+                )
+                tmap[t["id"]] = pycrdt.Map(
+                    {
+                        "name": t["name"],
+                        "kind": "audio",
+                        "gainDb": 0.0,
+                        "pan": 0.0,
+                        "mute": False,
+                        "solo": False,
+                        "color": t.get("color", "#61afef"),
+                        "clips": clips,
+                    }
+                )
+                order.append(t["id"])
+        writer.send_changes()
+    finally:
+        writer.close()
+    want = {t["id"] for t in tracks}
+    deadline = time.monotonic() + 15
+    while not want <= set(read_document(server, token, session_id)["tracks"]):
+        assert time.monotonic() < deadline, "the server never served the written tracks"
+        time.sleep(0.05)
+
+
+def read_document(server: ServerProcess, token: str, session_id: str) -> dict[str, Any]:
+    """The session document as the server has it now: a fresh client's sync step 2.
+
+    Unlike `PyDocClient`, messages may come in any order (a broadcast can precede the
+    server's sync step 1 when another client just wrote)."""
+    import pycrdt
+    from websockets.sync.client import connect
+
+    from realtime.session import protocol as p
+
+    doc: Any = pycrdt.Doc()
+    with connect(f"{server.ws_base}/{session_id}?token={token}", max_size=None) as ws:
+        ws.send(p.sync_step1_message(doc.get_state()))
+        deadline = time.monotonic() + 10
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "no sync step 2 from the server"
+            msg = p.decode_message(ws.recv(timeout=remaining))  # type: ignore[arg-type]
+            if isinstance(msg, p.SyncStep2 | p.SyncUpdate):
+                doc.apply_update(msg.update)
+            if isinstance(msg, p.SyncStep2):
+                break
+    return {
+        "session": doc.get("session", type=pycrdt.Map).to_py() or {},
+        "tracks": doc.get("tracks", type=pycrdt.Map).to_py() or {},
+        "trackOrder": list(doc.get("trackOrder", type=pycrdt.Array).to_py() or []),
+    }
+
+
+# Counts the pixels of a clip's waveform picture (`<img data-testid=clip-waveform>`) that are
+# not fully transparent.
+WAVEFORM_INKED_PIXELS = """(img) => {
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n += 1;
+  return n;
+}"""

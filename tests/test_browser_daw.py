@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .browser_support import ARTIFACTS
+from .browser_support import WAVEFORM_INKED_PIXELS as INKED_PIXELS
 from .harness import ServerProcess
 from .test_browser import Person
 
@@ -49,15 +50,6 @@ def cast(browser: Browser) -> Iterator[list[Person]]:
                 print(f"{person.name} console: {person.errors}")
             person.context.close()
 
-
-# Counts the canvas pixels that are not fully transparent.
-INKED_PIXELS = """(canvas) => {
-  const ctx = canvas.getContext('2d');
-  const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-  let n = 0;
-  for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n += 1;
-  return n;
-}"""
 
 # fader at 500/1000 is -14.4 dB, shown with a real minus sign
 GAIN_TEXT = "\u221214.4 dB"

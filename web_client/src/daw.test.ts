@@ -149,12 +149,12 @@ describe('document edits', () => {
 
   it('plays, stops where it is, and stops again back to zero', () => {
     const doc = new Y.Doc();
-    expect(readTransport(doc)).toEqual({ playing: false, startedAt: 0, position: 0 });
+    expect(readTransport(doc)).toEqual({ playing: false, startedAt: 0, position: 0, loop: null });
     setTransport(doc, true, 10_000);
-    expect(readTransport(doc)).toEqual({ playing: true, startedAt: 10_000, position: 0 });
+    expect(readTransport(doc)).toEqual({ playing: true, startedAt: 10_000, position: 0, loop: null });
     expect(transportPosition(readTransport(doc), 12_500)).toBe(2.5);
     setTransport(doc, false, 12_500);
-    expect(readTransport(doc)).toEqual({ playing: false, startedAt: 12_500, position: 2.5 });
+    expect(readTransport(doc)).toEqual({ playing: false, startedAt: 12_500, position: 2.5, loop: null });
     setTransport(doc, true, 20_000);
     expect(transportPosition(readTransport(doc), 21_000)).toBe(3.5);
     setTransport(doc, false, 21_000);

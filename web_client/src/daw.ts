@@ -4,7 +4,11 @@
 
 import * as Y from 'yjs';
 
+import { LOCAL_ORIGIN } from './origins';
 import { paletteColor, readTracks, sessionMap, trackOrder, tracksMap } from './tracks';
+
+// The transport moved to its own module; re-exported so existing imports keep working.
+export { readTransport, setTransport, transportPosition, type TransportView } from './transport';
 
 // ---------------------------------------------------------------- timeline mapping
 
@@ -198,12 +202,6 @@ export interface ClipView {
   length: number;
 }
 
-export interface TransportView {
-  playing: boolean;
-  startedAt: number;
-  position: number;
-}
-
 function num(v: unknown, fallback: number): number {
   return typeof v === 'number' && Number.isFinite(v) ? v : fallback;
 }
@@ -245,47 +243,11 @@ export function readTimeSignature(doc: Y.Doc): [number, number] {
   return [beats >= 1 && beats <= 32 ? Math.trunc(beats) : 4, unit >= 1 && unit <= 32 ? Math.trunc(unit) : 4];
 }
 
-export function readTransport(doc: Y.Doc): TransportView {
-  const t = sessionMap(doc).get('transport');
-  return {
-    playing: field(t, 'playing') === true,
-    startedAt: num(field(t, 'startedAt'), 0),
-    position: Math.max(0, num(field(t, 'position'), 0)),
-  };
-}
-
-/** Where the shared transport is now (seconds), given the current time in ms. */
-export function transportPosition(t: TransportView, nowMs: number): number {
-  if (!t.playing) return t.position;
-  return t.position + Math.max(0, nowMs - t.startedAt) / 1000;
-}
-
-/**
- * Play starts from where the transport is; stop holds the current position, and stop on a
- * stopped transport returns to zero. One transaction, so followers see one change.
- */
-export function setTransport(doc: Y.Doc, playing: boolean, nowMs: number = Date.now()): void {
-  doc.transact(() => {
-    const session = sessionMap(doc);
-    const current = readTransport(doc);
-    const position = !playing && !current.playing ? 0 : transportPosition(current, nowMs);
-    let t = session.get('transport');
-    if (!(t instanceof Y.Map)) {
-      t = new Y.Map<unknown>();
-      session.set('transport', t);
-    }
-    const tm = t as Y.Map<unknown>;
-    tm.set('playing', playing);
-    tm.set('startedAt', nowMs);
-    tm.set('position', Math.round(position * 1000) / 1000);
-  });
-}
-
 export function setTrackField(doc: Y.Doc, trackId: string, key: string, value: unknown): boolean {
   const track = tracksMap(doc).get(trackId);
   if (!(track instanceof Y.Map)) return false;
   if (track.get(key) === value) return true;
-  doc.transact(() => track.set(key, value));
+  doc.transact(() => track.set(key, value), LOCAL_ORIGIN);
   return true;
 }
 
@@ -325,5 +287,5 @@ export function addTrackWithClip(
     track.set('clips', clips);
     tracksMap(doc).set(ids.track, track);
     trackOrder(doc).push([ids.track]);
-  });
+  }, LOCAL_ORIGIN);
 }

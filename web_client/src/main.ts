@@ -1,5 +1,5 @@
-// Escenario placeholder client: sign up / log in, list and create sessions, open
-// one to see its live track list (the full DAW comes later).
+// Escenario browser client: sign up / log in, list and create sessions, open one in the
+// collaborative DAW view (session.ts).
 
 import './style.css';
 

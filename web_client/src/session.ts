@@ -1,54 +1,55 @@
-// An opened session: the Yjs document synced over `/sync/<id>`, its title, the
-// live track list and who is present.
+// An opened session: the Yjs document synced over `/sync/<id>`, presence over awareness, and
+// the DAW around it: transport bar, arrange timeline (editing gestures), mixer strips in the
+// track headers, undo/redo of one's own edits, keyboard shortcuts, metronome, uploads, the
+// server's live preview and mixdown export.
 
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
 
 import type { User } from './api';
 import { errorMessage } from './api';
+import { AssetStore } from './assets';
+import { duplicateStart, type ClipGeom } from './clipmath';
 import { isTerminal, stateLabel, syncUrl, terminalState, type ConnState } from './connection';
 import {
   addTrackWithClip,
-  barBeatLabel,
-  dbToFader,
-  FADER_STEPS,
-  faderToDb,
-  formatDb,
-  formatPan,
-  formatTime,
-  gridLines,
   maxPeakDb,
   meterFraction,
   readBpm,
   readClips,
   readTimeSignature,
-  readTransport,
-  secondsToPx,
   setTrackField,
-  setTransport,
-  transportPosition,
-  waveColumns,
   zoom,
-  beatSeconds,
   type ClipView,
-  type Peaks,
 } from './daw';
-import { h, setInputValue } from './dom';
-import { downloadMixdown, uploadAsset } from './upload';
+import { h } from './dom';
+import { deleteClips, duplicateClips, moveClips, reorderTrack, setClipGeometry, setTrackColor, type ClipMove, type ClipRef } from './edits';
+import { Metronome } from './metronome';
+import { ColorPalette, ShortcutsDialog } from './overlays';
+import { cursorTime, readPeers, selectionsByOthers, userColor, type LocalPresence, type Peer, type PresenceUser } from './presence';
+import { Selection } from './selection';
+import { isTextEntry, shortcutFor, type Action } from './shortcuts';
+import { Timeline, type TimelineModel } from './timeline';
+import { addTrack, deleteTrack, docTitle, newId, readTracks, renameTrack, sessionMap, trackOrder, tracksMap, type TrackView } from './tracks';
+import { TransportBar } from './transportbar';
 import {
-  addTrack,
-  deleteTrack,
-  docTitle,
-  newId,
-  paletteColor,
-  readTracks,
-  renameTrack,
-  sanitizeTrackName,
-  sessionMap,
-  trackOrder,
-  tracksMap,
-  type TrackView,
-} from './tracks';
+  defaultLoop,
+  parseBpm,
+  parseTimeSignature,
+  readTransport,
+  seek,
+  setBpm,
+  setLoop,
+  setTimeSignature,
+  setTransport,
+  toggleLoop,
+  transportPosition,
+  type Range,
+} from './transport';
+import { asOneStep, beginGroup, createUndoManager, endGroup } from './undo';
+import { downloadMixdown, uploadAsset } from './upload';
+
+export { userColor } from './presence';
 
 export interface SessionViewOptions {
   sessionId: string;
@@ -60,63 +61,50 @@ export interface SessionViewOptions {
   role: string | null;
 }
 
-interface PresenceUser {
-  name: string;
-  color: string;
-}
-
-/** Stable colour for a user, so a person keeps it across sessions and reloads. */
-export function userColor(userId: string): string {
-  let hash = 0;
-  for (const ch of userId) hash = (hash * 31 + (ch.codePointAt(0) ?? 0)) | 0;
-  return paletteColor(Math.abs(hash));
-}
+/** User Timing marks for the first synced timeline and its first waveforms (the perf test reads them). */
+export const MARK_TIMELINE = 'escenario:timeline';
+export const MARK_WAVEFORMS = 'escenario:waveforms';
 
 export class SessionView {
   readonly root: HTMLElement;
   private readonly opts: SessionViewOptions;
   private readonly doc: Y.Doc;
   private readonly provider: WebsocketProvider;
+  private readonly undo: Y.UndoManager;
+  private readonly selection = new Selection();
+  private readonly assets: AssetStore;
+  private readonly metronome: Metronome;
   private state: ConnState = 'connecting';
   private role: string | null;
   private everSynced = false;
   private destroyed = false;
   private renderQueued = false;
+  private snapOn = true;
+  private markedTimeline = false;
+  private markedWaves = false;
+  private presenceKey = '';
+  private cursorKey = '';
+  private localPresence: LocalPresence = { selection: { clips: [], tracks: [] }, cursor: null, activity: null };
+  private rafId = 0;
+  private tracks: TrackView[] = [];
+  private clips = new Map<string, ClipView[]>();
 
   private readonly titleEl: HTMLHeadingElement;
   private readonly roleEl: HTMLSpanElement;
   private readonly statusEl: HTMLSpanElement;
   private readonly noticeEl: HTMLDivElement;
   private readonly presenceList: HTMLUListElement;
-  private readonly addBtn: HTMLButtonElement;
-  private readonly trackList: HTMLUListElement;
   private readonly emptyEl: HTMLParagraphElement;
   /** Presence, toolbar and tracks: hidden when the server refused us before any sync. */
   private readonly bodyEl: HTMLDivElement;
-  private readonly rows = new Map<string, HTMLLIElement>();
-
-  // timeline, transport, mixer
-  private pxPerSecond = 40;
-  private readonly transportEl: HTMLDivElement;
-  private readonly playBtn: HTMLButtonElement;
-  private readonly stopBtn: HTMLButtonElement;
-  private readonly posEl: HTMLSpanElement;
-  private readonly tempoEl: HTMLSpanElement;
-  private readonly listenBtn: HTMLButtonElement;
-  private readonly audioEl: HTMLAudioElement;
-  private readonly exportBtn: HTMLButtonElement;
-  private readonly exportFormat: HTMLSelectElement;
-  private readonly masterMeter: HTMLDivElement;
+  private readonly bar: TransportBar;
+  private readonly timeline: Timeline;
+  private readonly help: ShortcutsDialog;
+  private readonly palette: ColorPalette;
   private readonly uploadEl: HTMLDivElement;
   private readonly fileInput: HTMLInputElement;
   private readonly progressEl: HTMLProgressElement;
   private readonly uploadMsg: HTMLDivElement;
-  private readonly arrangeEl: HTMLDivElement;
-  private readonly rulerEl: HTMLDivElement;
-  private readonly playheadEl: HTMLDivElement;
-  private readonly peaks = new Map<string, Promise<Peaks>>();
-  private timelineSeconds = 60;
-  private rafId = 0;
 
   private readonly onDocChange = (): void => this.scheduleRender();
   private readonly onAwarenessChange = (): void => {
@@ -127,48 +115,63 @@ export class SessionView {
   constructor(opts: SessionViewOptions) {
     this.opts = opts;
     this.role = opts.role;
+    this.doc = new Y.Doc();
+    this.undo = createUndoManager(this.doc);
+    this.assets = new AssetStore(opts.sessionId, opts.token, () => this.scheduleRender());
+    this.metronome = new Metronome(
+      {
+        transport: () => readTransport(this.doc),
+        bpm: () => readBpm(this.doc),
+        timeSignature: () => readTimeSignature(this.doc),
+      },
+      (n) => this.bar.setMetronome(true, n),
+    );
 
     this.titleEl = h('h2', { testid: 'doc-title', class: 'doc-title' });
     this.roleEl = h('span', { testid: 'role', class: 'badge' });
     this.statusEl = h('span', { testid: 'status', class: 'status', 'data-state': 'connecting', role: 'status' });
     this.noticeEl = h('div', { testid: 'session-notice', class: 'notice', hidden: true });
     this.presenceList = h('ul', { class: 'presence-list' });
-    this.addBtn = h('button', { testid: 'add-track', type: 'button', disabled: true }, 'Add track');
-    this.trackList = h('ul', { testid: 'tracks', class: 'tracks' });
     this.emptyEl = h('p', { class: 'muted empty', testid: 'no-tracks' }, 'No tracks yet.');
-    this.playBtn = h('button', { type: 'button', testid: 'play', class: 'tbtn play', title: 'Play', 'aria-pressed': 'false' }, '▶ Play');
-    this.stopBtn = h('button', { type: 'button', testid: 'stop', class: 'tbtn secondary', title: 'Stop (again: back to start)' }, '■ Stop');
-    this.posEl = h('span', { class: 'lcd', testid: 'position' }, '1.1  0:00.0');
-    this.tempoEl = h('span', { class: 'lcd muted', testid: 'tempo' });
-    this.listenBtn = h('button', { type: 'button', testid: 'listen', class: 'tbtn secondary', 'aria-pressed': 'false', title: 'Hear the server mix' }, '◉ Listen');
-    this.audioEl = h('audio', { testid: 'preview-audio', preload: 'none' });
-    this.exportFormat = h(
-      'select',
-      { testid: 'export-format', 'aria-label': 'Mixdown format' },
-      h('option', { value: 'wav' }, 'WAV'),
-      h('option', { value: 'flac' }, 'FLAC'),
-      h('option', { value: 'mp3' }, 'MP3'),
-    );
-    this.exportBtn = h('button', { type: 'button', testid: 'export', class: 'tbtn secondary' }, '⤓ Export mixdown');
-    this.masterMeter = h('div', { class: 'meter master', testid: 'master-meter', title: 'Master level' }, h('div', { class: 'fill' }));
-    const zoomOut = h('button', { type: 'button', class: 'tbtn secondary', testid: 'zoom-out', title: 'Zoom out' }, '−');
-    const zoomIn = h('button', { type: 'button', class: 'tbtn secondary', testid: 'zoom-in', title: 'Zoom in' }, '+');
-    this.transportEl = h(
-      'div',
-      { class: 'transport', testid: 'transport', 'data-playing': 'false' },
-      this.playBtn,
-      this.stopBtn,
-      this.posEl,
-      this.tempoEl,
-      h('span', { class: 'spacer' }),
-      this.listenBtn,
-      this.exportFormat,
-      this.exportBtn,
-      h('span', { class: 'zoom' }, zoomOut, zoomIn),
-      h('span', { class: 'master-label muted' }, 'Master'),
-      this.masterMeter,
-      this.audioEl,
-    );
+    this.bar = new TransportBar();
+    this.help = new ShortcutsDialog();
+    this.palette = new ColorPalette((trackId, color) => {
+      if (this.canEdit()) asOneStep(this.undo, () => setTrackColor(this.doc, trackId, color));
+    });
+    this.timeline = new Timeline({
+      canEdit: () => this.canEdit(),
+      snapOn: () => this.snapOn,
+      rename: (id, name) => renameTrack(this.doc, id, name),
+      gestureStart: () => beginGroup(this.undo),
+      gestureEnd: () => endGroup(this.undo),
+      remove: (id) => this.edit(() => deleteTrack(this.doc, id)),
+      toggle: (id, key) => {
+        const t = this.tracks.find((x) => x.id === id);
+        if (t) this.edit(() => setTrackField(this.doc, id, key, !t[key]));
+      },
+      set: (id, key, value) => setTrackField(this.doc, id, key, value),
+      pickColor: (id, anchor) => {
+        const t = this.tracks.find((x) => x.id === id);
+        this.palette.openFor(id, anchor, t?.color ?? '');
+      },
+      select: (id) => this.updateSelection(() => this.selection.selectTrack(id)),
+      clickClip: (ref, additive) => this.updateSelection(() => this.selection.clickClip(ref, additive)),
+      clickLane: (trackId) => this.updateSelection(() => this.selection.selectTrack(trackId)),
+      moveClips: (moves: ClipMove[]) => {
+        const refs = this.edit(() => moveClips(this.doc, moves));
+        if (refs) this.updateSelection(() => this.selection.setClips(refs));
+      },
+      trimClip: (ref: ClipRef, geom: ClipGeom) => this.edit(() => setClipGeometry(this.doc, ref, geom)),
+      seek: (t) => {
+        if (this.canEdit()) seek(this.doc, t);
+      },
+      setLoop: (range: Range) => this.edit(() => setLoop(this.doc, range)),
+      reorder: (id, to) => this.edit(() => reorderTrack(this.doc, id, to)),
+      cursor: (time, trackId) => this.setCursor(time, trackId),
+      assetSeconds: (id) => this.assets.seconds(id),
+      peaks: (id) => this.assets.peaks(id),
+      waveDrawn: () => this.markReady(),
+    });
 
     this.fileInput = h('input', { type: 'file', accept: 'audio/*', testid: 'upload-input', class: 'visually-hidden', id: `file-${opts.sessionId}` });
     this.progressEl = h('progress', { testid: 'upload-progress', max: 1, value: 0, hidden: true });
@@ -181,24 +184,14 @@ export class SessionView {
       this.progressEl,
     );
 
-    this.rulerEl = h('div', { class: 'ruler lane-area', testid: 'ruler' });
-    this.playheadEl = h('div', { class: 'playhead', testid: 'playhead' });
-    this.arrangeEl = h(
-      'div',
-      { class: 'arrange', testid: 'arrange' },
-      h('div', { class: 'ruler-row' }, h('div', { class: 'track-head ruler-head' }, h('span', { class: 'muted' }, 'Tracks'), this.addBtn), this.rulerEl),
-      this.trackList,
-      this.playheadEl,
-    );
-
     this.bodyEl = h(
       'div',
       { class: 'session-body' },
       h('div', { class: 'presence', testid: 'presence' }, h('span', { class: 'muted' }, 'Here now:'), this.presenceList),
-      this.transportEl,
+      this.bar.root,
       this.uploadMsg,
       this.uploadEl,
-      this.arrangeEl,
+      this.timeline.root,
       this.emptyEl,
     );
 
@@ -215,51 +208,18 @@ export class SessionView {
       ),
       this.noticeEl,
       this.bodyEl,
+      this.help.root,
+      this.palette.root,
     );
 
-    this.addBtn.addEventListener('click', () => {
-      if (!this.canEdit()) return;
-      const id = addTrack(this.doc);
-      queueMicrotask(() => {
-        this.render();
-        const input = this.rows.get(id)?.querySelector('input');
-        input?.focus();
-        input?.select();
-      });
-    });
+    this.wireControls();
 
-    this.playBtn.addEventListener('click', () => {
-      if (this.canEdit()) setTransport(this.doc, true);
-    });
-    this.stopBtn.addEventListener('click', () => {
-      if (this.canEdit()) setTransport(this.doc, false);
-    });
-    this.listenBtn.addEventListener('click', () => this.toggleListen());
-    this.exportBtn.addEventListener('click', () => void this.exportMixdown());
-    zoomIn.addEventListener('click', () => this.setZoom(zoom(this.pxPerSecond, 1.5)));
-    zoomOut.addEventListener('click', () => this.setZoom(zoom(this.pxPerSecond, 1 / 1.5)));
-    this.fileInput.addEventListener('change', () => {
-      const file = this.fileInput.files?.[0];
-      if (file) void this.upload(file);
-      this.fileInput.value = '';
-    });
-    this.uploadEl.addEventListener('dragover', (e) => {
-      if (!this.canEdit()) return;
-      e.preventDefault();
-      this.uploadEl.classList.add('drag');
-    });
-    this.uploadEl.addEventListener('dragleave', () => this.uploadEl.classList.remove('drag'));
-    this.uploadEl.addEventListener('drop', (e) => {
-      e.preventDefault();
-      this.uploadEl.classList.remove('drag');
-      const file = e.dataTransfer?.files?.[0];
-      if (file && this.canEdit()) void this.upload(file);
-    });
-
-    this.doc = new Y.Doc();
     sessionMap(this.doc).observeDeep(this.onDocChange);
     tracksMap(this.doc).observeDeep(this.onDocChange);
     trackOrder(this.doc).observeDeep(this.onDocChange);
+    for (const ev of ['stack-item-added', 'stack-item-popped', 'stack-cleared'] as const) {
+      this.undo.on(ev, () => this.scheduleRender());
+    }
 
     // disableBc: the server is the only path between copies of a document, so its
     // access checks and its epoch (4410 after a restore) cannot be bypassed by a
@@ -296,6 +256,10 @@ export class SessionView {
       if (!terminalState(code)) this.setState('closed');
     });
 
+    document.addEventListener('keydown', this.onKeyDown);
+    document.addEventListener('keyup', this.onKeyUp);
+    document.addEventListener('pointerdown', this.onDocPointerDown, true);
+    void this.assets.prefetch();
     this.render();
     this.renderPresence();
     this.tick();
@@ -312,7 +276,13 @@ export class SessionView {
     if (this.destroyed) return;
     this.destroyed = true;
     cancelAnimationFrame(this.rafId);
+    document.removeEventListener('keydown', this.onKeyDown);
+    document.removeEventListener('keyup', this.onKeyUp);
+    document.removeEventListener('pointerdown', this.onDocPointerDown, true);
     this.stopListening();
+    this.metronome.destroy();
+    this.timeline.destroy();
+    this.undo.destroy();
     this.provider.awareness.off('change', this.onAwarenessChange);
     this.provider.destroy();
     this.doc.destroy();
@@ -328,6 +298,230 @@ export class SessionView {
       this.role !== 'viewer'
     );
   }
+
+  /** A discrete edit gesture: only for editors, one undo step. Returns the edit's result. */
+  private edit<T>(fn: () => T): T | undefined {
+    if (!this.canEdit()) return undefined;
+    return asOneStep(this.undo, fn);
+  }
+
+  // ---------------------------------------------------------------- controls
+
+  private wireControls(): void {
+    const b = this.bar;
+    this.timeline.addBtn.addEventListener('click', () => {
+      const id = this.edit(() => addTrack(this.doc));
+      if (!id) return;
+      this.render();
+      const input = this.timeline.rowOf(id)?.querySelector<HTMLInputElement>('input.track-name');
+      input?.focus();
+      input?.select();
+    });
+    b.play.addEventListener('click', () => {
+      if (this.canEdit()) setTransport(this.doc, true);
+    });
+    b.stop.addEventListener('click', () => {
+      if (this.canEdit()) setTransport(this.doc, false);
+    });
+    b.toStart.addEventListener('click', () => this.runAction('to-start'));
+    b.loop.addEventListener('click', () => this.runAction('loop'));
+    b.metronome.addEventListener('click', () => this.runAction('metronome'));
+    b.snap.addEventListener('click', () => {
+      this.snapOn = !this.snapOn;
+      b.snap.setAttribute('aria-pressed', String(this.snapOn));
+    });
+    b.undo.addEventListener('click', () => this.runAction('undo'));
+    b.redo.addEventListener('click', () => this.runAction('redo'));
+    b.help.addEventListener('click', () => this.help.toggle());
+    b.bpm.addEventListener('change', () => {
+      const bpm = parseBpm(b.bpm.value);
+      if (bpm !== null) this.edit(() => setBpm(this.doc, bpm));
+      b.bpm.setAttribute('aria-invalid', String(bpm === null));
+      b.bpm.blur();
+      this.render();
+    });
+    b.bpm.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') b.bpm.blur();
+    });
+    const commitTs = (): void => {
+      const ts = parseTimeSignature(b.tsBeats.value, b.tsUnit.value);
+      if (ts) this.edit(() => setTimeSignature(this.doc, ts));
+      b.tsBeats.setAttribute('aria-invalid', String(ts === null));
+      this.render();
+    };
+    b.tsBeats.addEventListener('change', commitTs);
+    b.tsBeats.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') b.tsBeats.blur();
+    });
+    b.tsUnit.addEventListener('change', commitTs);
+    b.listen.addEventListener('click', () => this.toggleListen());
+    b.exportBtn.addEventListener('click', () => void this.exportMixdown());
+    b.zoomIn.addEventListener('click', () => this.timeline.setZoom(zoom(this.timeline.pxPerSecond, 1.5)));
+    b.zoomOut.addEventListener('click', () => this.timeline.setZoom(zoom(this.timeline.pxPerSecond, 1 / 1.5)));
+
+    this.fileInput.addEventListener('change', () => {
+      const file = this.fileInput.files?.[0];
+      if (file) void this.upload(file);
+      this.fileInput.value = '';
+    });
+    this.uploadEl.addEventListener('dragover', (e) => {
+      if (!this.canEdit()) return;
+      e.preventDefault();
+      this.uploadEl.classList.add('drag');
+    });
+    this.uploadEl.addEventListener('dragleave', () => this.uploadEl.classList.remove('drag'));
+    this.uploadEl.addEventListener('drop', (e) => {
+      e.preventDefault();
+      this.uploadEl.classList.remove('drag');
+      const file = e.dataTransfer?.files?.[0];
+      if (file && this.canEdit()) void this.upload(file);
+    });
+  }
+
+  private readonly onDocPointerDown = (e: PointerEvent): void => {
+    if (this.palette.isOpen && !this.palette.root.contains(e.target as Node)) this.palette.close();
+  };
+
+  private readonly onKeyDown = (e: KeyboardEvent): void => {
+    if (this.destroyed || !this.root.isConnected) return;
+    const action = shortcutFor(e);
+    if (!action) return;
+    const active = document.activeElement as HTMLElement | null;
+    if (isTextEntry(active)) {
+      // typing: only Escape, which leaves the field
+      if (action === 'escape') active?.blur();
+      return;
+    }
+    if (this.help.isOpen && action !== 'help' && action !== 'escape') return;
+    e.preventDefault();
+    this.runAction(action);
+  };
+
+  /** A focused button would also "click" on Space's release: the shortcut already acted. */
+  private readonly onKeyUp = (e: KeyboardEvent): void => {
+    if (e.key === ' ' && !isTextEntry(document.activeElement as HTMLElement | null)) e.preventDefault();
+  };
+
+  private runAction(action: Action): void {
+    const transport = readTransport(this.doc);
+    switch (action) {
+      case 'play-stop':
+        if (this.canEdit()) setTransport(this.doc, !transport.playing);
+        return;
+      case 'to-start':
+        if (this.canEdit()) {
+          seek(this.doc, 0);
+          this.timeline.reveal(0);
+        }
+        return;
+      case 'loop': {
+        const pos = transportPosition(transport, Date.now());
+        const fallback = this.selectionSpan() ?? defaultLoop(pos, readBpm(this.doc), readTimeSignature(this.doc));
+        this.edit(() => toggleLoop(this.doc, fallback));
+        return;
+      }
+      case 'metronome':
+        if (this.metronome.on) this.metronome.stop();
+        else this.metronome.start();
+        this.bar.setMetronome(this.metronome.on, this.metronome.clicks);
+        return;
+      case 'delete':
+        this.deleteSelection();
+        return;
+      case 'duplicate':
+        this.duplicateSelection();
+        return;
+      case 'undo':
+        if (this.canEdit()) this.undo.undo();
+        return;
+      case 'redo':
+        if (this.canEdit()) this.undo.redo();
+        return;
+      case 'mute':
+      case 'solo': {
+        const id = this.selection.track;
+        const t = id ? this.tracks.find((x) => x.id === id) : undefined;
+        if (t) this.edit(() => setTrackField(this.doc, t.id, action, !t[action]));
+        return;
+      }
+      case 'help':
+        this.help.toggle();
+        return;
+      case 'escape':
+        if (this.help.isOpen) this.help.close();
+        else if (this.palette.isOpen) this.palette.close();
+        else if (!this.timeline.cancelGesture()) this.updateSelection(() => this.selection.clear());
+        return;
+    }
+  }
+
+  /** The time span of the selected clips, as a loop for the L key when none was set yet. */
+  private selectionSpan(): Range | null {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const ref of this.selection.refs()) {
+      const c = this.clips.get(ref.trackId)?.find((x) => x.id === ref.clipId);
+      if (!c) continue;
+      lo = Math.min(lo, c.start);
+      hi = Math.max(hi, c.start + (c.length || (this.assets.seconds(c.assetId) ?? 0) - c.offset));
+    }
+    return hi > lo ? [lo, hi] : null;
+  }
+
+  private deleteSelection(): void {
+    if (!this.canEdit()) return;
+    const refs = this.selection.refs();
+    if (refs.length > 0) {
+      this.edit(() => deleteClips(this.doc, refs));
+      this.updateSelection(() => this.selection.setClips([]));
+    } else if (this.selection.track) {
+      const id = this.selection.track;
+      this.edit(() => deleteTrack(this.doc, id));
+      this.updateSelection(() => this.selection.clear());
+    }
+  }
+
+  private duplicateSelection(): void {
+    if (!this.canEdit()) return;
+    const items: (ClipRef & { start: number; newId: string })[] = [];
+    for (const ref of this.selection.refs()) {
+      const c = this.clips.get(ref.trackId)?.find((x) => x.id === ref.clipId);
+      if (!c) continue;
+      items.push({ ...ref, start: duplicateStart(c, this.assets.seconds(c.assetId)), newId: newId() });
+    }
+    if (items.length === 0) return;
+    const copies = this.edit(() => duplicateClips(this.doc, items));
+    if (copies) this.updateSelection(() => this.selection.setClips(copies));
+  }
+
+  private updateSelection(fn: () => void): void {
+    fn();
+    this.publishSelection();
+    this.render();
+  }
+
+  private publishSelection(): void {
+    const sel = this.selection.toPresence();
+    const prev = this.localPresence.selection;
+    if (sel.clips.join('\u0000') === prev.clips.join('\u0000') && sel.tracks.join('\u0000') === prev.tracks.join('\u0000')) return;
+    this.localPresence.selection = sel;
+    this.provider.awareness.setLocalStateField('selection', sel);
+  }
+
+  private setCursor(time: number | null, trackId: string | null): void {
+    const cursor = time === null ? null : { time: cursorTime(time), trackId };
+    const prev = this.localPresence.cursor;
+    if (prev === cursor || (prev && cursor && prev.time === cursor.time && prev.trackId === cursor.trackId)) return;
+    this.localPresence.cursor = cursor;
+    if (!this.destroyed) this.provider.awareness.setLocalStateField('cursor', cursor);
+  }
+
+  private setActivity(activity: string | null): void {
+    this.localPresence.activity = activity;
+    if (!this.destroyed) this.provider.awareness.setLocalStateField('activity', activity);
+  }
+
+  // ---------------------------------------------------------------- state
 
   private setState(state: ConnState): void {
     if (this.destroyed) return;
@@ -381,278 +575,87 @@ export class SessionView {
     this.roleEl.hidden = this.role === null;
 
     const editable = this.canEdit();
-    this.addBtn.disabled = !editable;
     this.bodyEl.hidden = isTerminal(this.state) && !this.everSynced;
     this.root.classList.toggle('read-only', this.role === 'viewer');
-
-    this.playBtn.disabled = !editable;
-    this.stopBtn.disabled = !editable;
     this.uploadEl.hidden = !editable;
     this.fileInput.disabled = !editable;
+
     const transport = readTransport(this.doc);
-    this.transportEl.dataset.playing = String(transport.playing);
-    this.playBtn.setAttribute('aria-pressed', String(transport.playing));
-    this.playBtn.classList.toggle('active', transport.playing);
     const bpm = readBpm(this.doc);
     const ts = readTimeSignature(this.doc);
-    this.tempoEl.textContent = `${bpm} BPM  ${ts[0]}/${ts[1]}`;
+    this.bar.update({
+      editable,
+      playing: transport.playing,
+      loop: transport.loop,
+      bpm,
+      timeSignature: ts,
+      canUndo: this.undo.canUndo(),
+      canRedo: this.undo.canRedo(),
+    });
 
-    const tracks = readTracks(this.doc);
+    this.tracks = readTracks(this.doc);
+    this.clips = new Map();
+    const where = new Map<string, string>();
     let end = 0;
-    const clipsByTrack = new Map<string, ClipView[]>();
-    for (const t of tracks) {
+    for (const t of this.tracks) {
       const clips = readClips(this.doc, t.id);
-      clipsByTrack.set(t.id, clips);
-      for (const c of clips) end = Math.max(end, c.start + (c.length || 4));
-    }
-    this.timelineSeconds = Math.max(60, Math.ceil((end + 16) / 10) * 10);
-    this.renderTimeline(bpm, ts);
-    const keep = new Set(tracks.map((t) => t.id));
-    for (const [id, row] of this.rows) {
-      if (!keep.has(id)) {
-        row.remove();
-        this.rows.delete(id);
+      this.clips.set(t.id, clips);
+      for (const c of clips) {
+        if (!where.has(c.id)) where.set(c.id, t.id);
+        end = Math.max(end, c.start + (c.length || 4));
       }
     }
-    let prev: Element | null = null;
-    for (const track of tracks) {
-      let row = this.rows.get(track.id);
-      if (!row) {
-        row = this.createRow(track.id);
-        this.rows.set(track.id, row);
+    if (transport.loop) end = Math.max(end, transport.loop[1]);
+    const trackIds = new Set(this.tracks.map((t) => t.id));
+    if (this.selection.reconcile((id) => where.get(id) ?? null, (id) => trackIds.has(id))) this.publishSelection();
+
+    const others = selectionsByOthers(this.peers());
+    const model: TimelineModel = {
+      tracks: this.tracks,
+      clips: this.clips,
+      bpm,
+      timeSignature: ts,
+      loop: transport.loop,
+      seconds: Math.max(60, Math.ceil((end + 16) / 10) * 10),
+      editable,
+      selection: this.selection,
+      othersClips: others.clips,
+      othersTracks: others.tracks,
+    };
+    this.timeline.update(model);
+    this.emptyEl.hidden = this.tracks.length > 0;
+    this.markReady();
+  }
+
+  /** Record when the synced timeline (and then its waveforms) first showed: User Timing marks. */
+  private markReady(): void {
+    if (!this.everSynced) return;
+    const root = this.timeline.root;
+    if (!this.markedTimeline) {
+      this.markedTimeline = true;
+      performance.mark(MARK_TIMELINE);
+      root.dataset.ready = 'true';
+    }
+    if (!this.markedWaves && this.tracks.length > 0) {
+      const waves = root.querySelectorAll<HTMLElement>('[data-testid="clip-waveform"]');
+      if (waves.length > 0 && [...waves].every((w) => w.dataset.drawn === 'true')) {
+        this.markedWaves = true;
+        performance.mark(MARK_WAVEFORMS);
+        root.dataset.wavesReady = 'true';
       }
-      this.updateRow(row, track, editable);
-      this.renderClips(row, track, clipsByTrack.get(track.id) ?? []);
-      const expectedPosition: Element | null = prev ? prev.nextElementSibling : this.trackList.firstElementChild;
-      if (expectedPosition !== row) {
-        if (prev) prev.after(row);
-        else this.trackList.prepend(row);
-      }
-      prev = row;
+      // otherwise the timeline calls back as each waveform lands
     }
-    this.emptyEl.hidden = tracks.length > 0;
   }
 
-  private createRow(id: string): HTMLLIElement {
-    const input = h('input', {
-      type: 'text',
-      testid: 'track-name',
-      class: 'track-name',
-      'aria-label': 'Track name',
-      maxlength: 200,
-      spellcheck: 'false',
-      autocomplete: 'off',
-    });
-    input.addEventListener('input', () => {
-      if (!this.canEdit()) return;
-      const clean = sanitizeTrackName(input.value);
-      if (clean !== input.value) setInputValue(input, clean);
-      renameTrack(this.doc, id, clean);
-    });
-    const del = h('button', { type: 'button', testid: 'delete-track', class: 'icon danger', title: 'Delete track' }, '✕');
-    del.addEventListener('click', () => {
-      if (this.canEdit()) deleteTrack(this.doc, id);
-    });
-    const mute = h('button', { type: 'button', testid: 'track-mute', class: 'toggle mute', title: 'Mute', 'aria-pressed': 'false' }, 'M');
-    const solo = h('button', { type: 'button', testid: 'track-solo', class: 'toggle solo', title: 'Solo', 'aria-pressed': 'false' }, 'S');
-    mute.addEventListener('click', () => {
-      if (this.canEdit()) setTrackField(this.doc, id, 'mute', mute.getAttribute('aria-pressed') !== 'true');
-    });
-    solo.addEventListener('click', () => {
-      if (this.canEdit()) setTrackField(this.doc, id, 'solo', solo.getAttribute('aria-pressed') !== 'true');
-    });
-    const gain = h('input', { type: 'range', testid: 'track-gain', class: 'fader', min: 0, max: FADER_STEPS, step: 1, 'aria-label': 'Volume (dB)' });
-    const gainVal = h('span', { class: 'val', testid: 'track-gain-value' });
-    gain.addEventListener('input', () => {
-      if (!this.canEdit()) return;
-      const db = faderToDb(Number(gain.value) / FADER_STEPS);
-      gainVal.textContent = formatDb(db);
-      setTrackField(this.doc, id, 'gainDb', db);
-    });
-    gain.addEventListener('dblclick', () => {
-      if (this.canEdit()) setTrackField(this.doc, id, 'gainDb', 0);
-    });
-    const pan = h('input', { type: 'range', testid: 'track-pan', class: 'pan', min: -100, max: 100, step: 1, 'aria-label': 'Pan' });
-    const panVal = h('span', { class: 'val', testid: 'track-pan-value' });
-    pan.addEventListener('input', () => {
-      if (!this.canEdit()) return;
-      const v = Number(pan.value) / 100;
-      panVal.textContent = formatPan(v);
-      setTrackField(this.doc, id, 'pan', v);
-    });
-    pan.addEventListener('dblclick', () => {
-      if (this.canEdit()) setTrackField(this.doc, id, 'pan', 0);
-    });
-    const meter = h('div', { class: 'meter', testid: 'track-meter', 'data-level': '' }, h('div', { class: 'fill' }));
-    const head = h(
-      'div',
-      { class: 'track-head' },
-      h('div', { class: 'head-row' }, h('span', { class: 'swatch', 'aria-hidden': 'true' }), input, h('span', { class: 'kind badge' }), del),
-      h('div', { class: 'head-row mixer' }, mute, solo, gain, gainVal),
-      h('div', { class: 'head-row mixer' }, h('span', { class: 'muted small' }, 'Pan'), pan, panVal, meter),
-    );
-    const lane = h('div', { class: 'lane lane-area', testid: 'lane' });
-    return h('li', { class: 'track', testid: 'track', 'data-track-id': id }, head, lane);
-  }
-
-  private updateRow(row: HTMLLIElement, track: TrackView, editable: boolean): void {
-    row.style.setProperty('--track-color', track.color);
-    const swatch = row.querySelector<HTMLSpanElement>('.swatch');
-    if (swatch) swatch.style.background = track.color;
-    const input = row.querySelector<HTMLInputElement>('input.track-name');
-    if (input) {
-      setInputValue(input, track.name);
-      input.disabled = !editable;
-      input.placeholder = 'Untitled track';
-    }
-    const kind = row.querySelector<HTMLSpanElement>('.kind');
-    if (kind) kind.textContent = track.kind;
-    const gain = row.querySelector<HTMLInputElement>('input[data-testid="track-gain"]');
-    if (gain) {
-      const pos = String(Math.round(dbToFader(track.gainDb) * FADER_STEPS));
-      if (faderToDb(Number(gain.value) / FADER_STEPS) !== track.gainDb || gain.value === '') gain.value = pos;
-      gain.disabled = !editable;
-      gain.dataset.db = String(track.gainDb);
-    }
-    const gainVal = row.querySelector<HTMLSpanElement>('[data-testid="track-gain-value"]');
-    if (gainVal) gainVal.textContent = formatDb(track.gainDb);
-    const pan = row.querySelector<HTMLInputElement>('input[data-testid="track-pan"]');
-    if (pan) {
-      pan.value = String(Math.round(track.pan * 100));
-      pan.disabled = !editable;
-    }
-    const panVal = row.querySelector<HTMLSpanElement>('[data-testid="track-pan-value"]');
-    if (panVal) panVal.textContent = formatPan(track.pan);
-    for (const [sel, on] of [
-      ['track-mute', track.mute],
-      ['track-solo', track.solo],
-    ] as const) {
-      const b = row.querySelector<HTMLButtonElement>(`button[data-testid="${sel}"]`);
-      if (!b) continue;
-      b.setAttribute('aria-pressed', String(on));
-      b.disabled = !editable;
-    }
-    const del = row.querySelector<HTMLButtonElement>('button[data-testid="delete-track"]');
-    if (del) del.disabled = !editable;
-  }
-
-  private renderTimeline(bpm: number, ts: [number, number]): void {
-    const pps = this.pxPerSecond;
-    const width = Math.round(secondsToPx(this.timelineSeconds, pps));
-    const beatPx = beatSeconds(bpm, ts[1]) * pps;
-    this.arrangeEl.style.setProperty('--lane-width', `${width}px`);
-    this.arrangeEl.style.setProperty('--beat-px', `${beatPx}px`);
-    this.arrangeEl.style.setProperty('--bar-px', `${beatPx * ts[0]}px`);
-    this.arrangeEl.classList.toggle('dense', beatPx < 8);
-    const key = `${pps}|${bpm}|${ts.join('/')}|${this.timelineSeconds}`;
-    if (this.rulerEl.dataset.key === key) return;
-    this.rulerEl.dataset.key = key;
-    const marks: HTMLElement[] = [];
-    const lines = gridLines(bpm, ts, this.timelineSeconds, pps, 8).filter((l) => l.isBar);
-    const labelEvery = Math.max(1, Math.ceil(36 / Math.max(1, beatPx * ts[0])));
-    for (const l of lines) {
-      if ((l.bar - 1) % labelEvery !== 0) continue;
-      const m = h('span', { class: 'bar-mark' }, String(l.bar));
-      m.style.left = `${l.x}px`;
-      marks.push(m);
-    }
-    this.rulerEl.replaceChildren(...marks);
-  }
-
-  private renderClips(row: HTMLLIElement, track: TrackView, clips: ClipView[]): void {
-    const lane = row.querySelector<HTMLDivElement>('.lane');
-    if (!lane) return;
-    const existing = new Map<string, HTMLDivElement>();
-    for (const el of lane.querySelectorAll<HTMLDivElement>('.clip')) existing.set(el.dataset.clipId ?? '', el);
-    const pps = this.pxPerSecond;
-    for (const clip of clips) {
-      let el = existing.get(clip.id);
-      existing.delete(clip.id);
-      if (!el) {
-        el = h(
-          'div',
-          { class: 'clip', testid: 'clip', 'data-clip-id': clip.id },
-          h('span', { class: 'clip-name' }),
-          h('canvas', { testid: 'clip-waveform', class: 'wave', height: 56 }),
-        );
-        lane.append(el);
-      }
-      const length = clip.length > 0 ? clip.length : 4;
-      const widthPx = Math.max(4, Math.round(secondsToPx(length, pps)));
-      el.style.left = `${secondsToPx(clip.start, pps)}px`;
-      el.style.width = `${widthPx}px`;
-      const name = el.querySelector<HTMLSpanElement>('.clip-name');
-      if (name) name.textContent = track.name;
-      const canvas = el.querySelector<HTMLCanvasElement>('canvas');
-      const drawKey = `${clip.assetId}|${clip.offset}|${length}|${widthPx}|${track.color}`;
-      if (canvas && canvas.dataset.key !== drawKey) {
-        canvas.dataset.key = drawKey;
-        canvas.dataset.drawn = 'false';
-        void this.drawWaveform(canvas, clip, widthPx, track.color, drawKey);
-      }
-    }
-    for (const el of existing.values()) el.remove();
-  }
-
-  private fetchPeaks(assetId: string, width: number): Promise<Peaks> {
-    const key = `${assetId}|${width}`;
-    let p = this.peaks.get(key);
-    if (!p) {
-      p = fetch(`/api/assets/${encodeURIComponent(assetId)}/peaks?width=${width}`, {
-        headers: { Authorization: `Bearer ${this.opts.token}` },
-      }).then(async (res) => {
-        if (!res.ok) throw new Error(`peaks: HTTP ${res.status}`);
-        const body = (await res.json()) as { min?: unknown; max?: unknown };
-        const min = Array.isArray(body.min) ? body.min.map(Number) : [];
-        const max = Array.isArray(body.max) ? body.max.map(Number) : [];
-        return { min, max };
-      });
-      p.catch(() => this.peaks.delete(key));
-      this.peaks.set(key, p);
-    }
-    return p;
-  }
-
-  private async drawWaveform(
-    canvas: HTMLCanvasElement,
-    clip: ClipView,
-    widthPx: number,
-    color: string,
-    key: string,
-  ): Promise<void> {
-    const cw = Math.min(widthPx, 8192);
-    canvas.width = cw;
-    let peaks: Peaks;
-    try {
-      // peaks span the whole asset: exact for a clip that plays all of it (an upload);
-      // a trimmed clip (offset/length) is not cropped yet
-      peaks = await this.fetchPeaks(clip.assetId, Math.min(65536, Math.max(1, cw)));
-    } catch {
-      return;
-    }
-    if (this.destroyed || canvas.dataset.key !== key) return;
-    const ctx = canvas.getContext('2d');
-    if (!ctx) return;
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    ctx.fillStyle = color;
-    ctx.globalAlpha = 0.9;
-    for (const col of waveColumns(peaks, canvas.width, canvas.height)) ctx.fillRect(col.x, col.y, 1, col.h);
-    canvas.dataset.drawn = 'true';
-  }
-
-  private setZoom(pps: number): void {
-    if (pps === this.pxPerSecond) return;
-    this.pxPerSecond = pps;
-    this.render();
+  private peers(): Peer[] {
+    return readPeers(this.provider.awareness.getStates(), this.doc.clientID);
   }
 
   private tick = (): void => {
     if (this.destroyed) return;
-    const t = readTransport(this.doc);
-    const pos = transportPosition(t, Date.now());
-    const text = `${barBeatLabel(pos, readBpm(this.doc), readTimeSignature(this.doc))}  ${formatTime(pos)}`;
-    if (this.posEl.textContent !== text) this.posEl.textContent = text;
-    this.playheadEl.style.transform = `translateX(${secondsToPx(pos, this.pxPerSecond)}px)`;
+    const pos = transportPosition(readTransport(this.doc), Date.now());
+    this.bar.showPosition(pos, readBpm(this.doc), readTimeSignature(this.doc));
+    this.timeline.setPlayhead(pos);
     this.rafId = requestAnimationFrame(this.tick);
   };
 
@@ -666,18 +669,53 @@ export class SessionView {
       if (!(el instanceof HTMLElement)) return;
       const db = maxPeakDb(peak);
       const frac = meterFraction(db);
-      el.dataset.level = db === null ? '' : String(db);
+      const level = db === null ? '' : String(db);
+      if (el.dataset.level === level) return;
+      el.dataset.level = level;
       const fill = el.querySelector<HTMLElement>('.fill');
       if (fill) {
         fill.style.width = `${(frac * 100).toFixed(1)}%`;
         fill.classList.toggle('hot', db !== null && db > -1);
       }
     };
-    setMeter(this.masterMeter, meters?.master?.peakDb);
-    for (const [id, row] of this.rows) {
-      setMeter(row.querySelector('[data-testid="track-meter"]'), meters?.tracks?.[id]?.peakDb);
+    setMeter(this.bar.masterMeter, meters?.master?.peakDb);
+    for (const t of this.tracks) {
+      setMeter(this.timeline.rowOf(t.id)?.querySelector('[data-testid="track-meter"]') ?? null, meters?.tracks?.[t.id]?.peakDb);
     }
   }
+
+  private renderPresence(): void {
+    if (this.destroyed) return;
+    const peers = this.peers();
+    // awareness changes many times a second (meters, cursors): touch the DOM only on real change
+    const who = JSON.stringify(peers.map((p) => [p.clientId, p.name, p.color, p.clips, p.tracks, p.activity]));
+    const where = JSON.stringify(peers.map((p) => [p.clientId, p.cursor, p.cursorTrack]));
+    if (where !== this.cursorKey) {
+      this.cursorKey = where;
+      this.timeline.setPeers(peers);
+    }
+    if (who === this.presenceKey) return;
+    this.presenceKey = who;
+    this.presenceList.replaceChildren(
+      ...peers.map((p) => {
+        const dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
+        dot.style.background = p.color;
+        return h(
+          'li',
+          { testid: 'presence-user', 'data-self': p.self, 'data-client-id': p.clientId },
+          dot,
+          p.name,
+          p.self ? h('span', { class: 'muted' }, ' (you)') : null,
+          p.activity ? h('span', { class: 'activity muted', testid: 'presence-activity' }, ` · ${p.activity}`) : null,
+        );
+      }),
+    );
+    this.timeline.setPeers(peers);
+    // others' selections outline clips and tracks
+    this.scheduleRender();
+  }
+
+  // ---------------------------------------------------------------- upload, listen, export
 
   private async upload(file: File): Promise<void> {
     if (!this.canEdit()) return;
@@ -686,31 +724,34 @@ export class SessionView {
     this.progressEl.hidden = false;
     this.progressEl.value = 0;
     this.uploadEl.classList.add('busy');
+    this.setActivity('uploading');
     try {
       const asset = await uploadAsset(this.opts.sessionId, this.opts.token, file, (f) => {
         this.progressEl.value = f;
       });
       this.progressEl.value = 1;
       if (this.destroyed) return;
-      addTrackWithClip(this.doc, { ...asset, name: file.name }, { track: newId(), clip: newId() });
+      this.edit(() => addTrackWithClip(this.doc, { ...asset, name: file.name }, { track: newId(), clip: newId() }));
     } catch (err) {
       this.uploadMsg.textContent = `Could not add “${file.name}”: ${errorMessage(err)}`;
       this.uploadMsg.hidden = false;
     } finally {
       this.uploadEl.classList.remove('busy');
       this.progressEl.hidden = true;
+      this.setActivity(null);
     }
   }
 
   private toggleListen(): void {
-    if (this.listenBtn.getAttribute('aria-pressed') === 'true') {
+    const b = this.bar;
+    if (b.listen.getAttribute('aria-pressed') === 'true') {
       this.stopListening();
       return;
     }
-    this.listenBtn.setAttribute('aria-pressed', 'true');
-    this.listenBtn.classList.add('active');
-    this.audioEl.src = `/api/sessions/${encodeURIComponent(this.opts.sessionId)}/preview.ogg?token=${encodeURIComponent(this.opts.token)}`;
-    this.audioEl.play().catch((err: unknown) => {
+    b.listen.setAttribute('aria-pressed', 'true');
+    b.listen.classList.add('active');
+    b.audio.src = `/api/sessions/${encodeURIComponent(this.opts.sessionId)}/preview.ogg?token=${encodeURIComponent(this.opts.token)}`;
+    b.audio.play().catch((err: unknown) => {
       if (err instanceof DOMException && err.name === 'AbortError') return;
       this.stopListening();
       this.uploadMsg.textContent = `Cannot play the preview: ${errorMessage(err)}`;
@@ -719,50 +760,29 @@ export class SessionView {
   }
 
   private stopListening(): void {
-    this.listenBtn.setAttribute('aria-pressed', 'false');
-    this.listenBtn.classList.remove('active');
-    this.audioEl.pause();
-    if (this.audioEl.hasAttribute('src')) {
-      this.audioEl.removeAttribute('src');
-      this.audioEl.load();
+    const b = this.bar;
+    b.listen.setAttribute('aria-pressed', 'false');
+    b.listen.classList.remove('active');
+    b.audio.pause();
+    if (b.audio.hasAttribute('src')) {
+      b.audio.removeAttribute('src');
+      b.audio.load();
     }
   }
 
   private async exportMixdown(): Promise<void> {
-    this.exportBtn.disabled = true;
-    const label = this.exportBtn.textContent;
-    this.exportBtn.textContent = 'Rendering…';
+    const btn = this.bar.exportBtn;
+    btn.disabled = true;
+    const label = btn.textContent;
+    btn.textContent = 'Rendering…';
     try {
-      await downloadMixdown(this.opts.sessionId, this.opts.token, this.exportFormat.value);
+      await downloadMixdown(this.opts.sessionId, this.opts.token, this.bar.exportFormat.value);
     } catch (err) {
       this.uploadMsg.textContent = `Export failed: ${errorMessage(err)}`;
       this.uploadMsg.hidden = false;
     } finally {
-      this.exportBtn.disabled = false;
-      this.exportBtn.textContent = label;
+      btn.disabled = false;
+      btn.textContent = label;
     }
-  }
-
-  private renderPresence(): void {
-    if (this.destroyed) return;
-    const self = this.doc.clientID;
-    const entries: { name: string; color: string; self: boolean }[] = [];
-    for (const [clientId, state] of this.provider.awareness.getStates()) {
-      const user = (state as { user?: Partial<PresenceUser> }).user;
-      if (!user || typeof user.name !== 'string') continue;
-      entries.push({
-        name: user.name,
-        color: typeof user.color === 'string' ? user.color : '#888888',
-        self: clientId === self,
-      });
-    }
-    entries.sort((a, b) => Number(b.self) - Number(a.self) || a.name.localeCompare(b.name));
-    this.presenceList.replaceChildren(
-      ...entries.map((e) => {
-        const dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
-        dot.style.background = e.color;
-        return h('li', { testid: 'presence-user', 'data-self': e.self }, dot, e.name, e.self ? h('span', { class: 'muted' }, ' (you)') : null);
-      }),
-    );
   }
 }

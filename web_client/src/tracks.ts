@@ -6,6 +6,8 @@
 
 import * as Y from 'yjs';
 
+import { LOCAL_ORIGIN } from './origins';
+
 export const PALETTE: readonly string[] = [
   '#e06c75',
   '#61afef',
@@ -147,7 +149,7 @@ export function addTrack(doc: Y.Doc, id: string = newId()): string {
     track.set('clips', new Y.Map<unknown>());
     tracksMap(doc).set(id, track);
     trackOrder(doc).push([id]);
-  });
+  }, LOCAL_ORIGIN);
   return id;
 }
 
@@ -157,11 +159,11 @@ export function renameTrack(doc: Y.Doc, id: string, name: string): boolean {
   if (!(track instanceof Y.Map)) return false;
   const clean = sanitizeTrackName(name);
   if (track.get('name') === clean) return true;
-  doc.transact(() => track.set('name', clean));
+  doc.transact(() => track.set('name', clean), LOCAL_ORIGIN);
   return true;
 }
 
-/** Remove a track and every occurrence of its id in `trackOrder`, in one transaction. */
+/** Remove a track (its clips live inside it) and every occurrence of its id in `trackOrder`, in one transaction. */
 export function deleteTrack(doc: Y.Doc, id: string): void {
   doc.transact(() => {
     const order = trackOrder(doc);
@@ -170,5 +172,5 @@ export function deleteTrack(doc: Y.Doc, id: string): void {
       if (items[i] === id) order.delete(i, 1);
     }
     tracksMap(doc).delete(id);
-  });
+  }, LOCAL_ORIGIN);
 }
