@@ -8,6 +8,11 @@ header pages first, then pages re-based to start at time zero (`media.ogg.rebase
 While the preview plays, master and track meters go to the session's sync clients as the
 server's awareness state, at most 20 times a second (never through the document).
 
+The session's live jam is part of the mix: each `live` track's audio (the jam's decoded input
+of its participant, handed over by `realtime.jam.doc_bridge` through a `LiveInput`) joins that
+track's clips before its effects and fader, so the document's levels apply to it as to any
+track. It plays whether the transport runs or not, like a DAW's input monitoring.
+
 The pure part is `PlayheadClock`; the engine is a thread on an absolute deadline schedule;
 `PreviewHub` is the asyncio shell that wires rooms, assets and listeners together.
 """
@@ -15,12 +20,13 @@ The pure part is `PlayheadClock`; the engine is a thread on an absolute deadline
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +48,8 @@ SAMPLE_RATE = 48000
 BLOCK = 960  # 20 ms, one Opus frame
 METER_INTERVAL_S = 0.05  # 20 Hz
 F32 = NDArray[np.float32]
+# Assets a clip may name that hold no samples (a transcription's MIDI file).
+SILENT_MIMES = frozenset({"audio/midi"})
 
 
 class PlayheadClock:
@@ -90,6 +98,102 @@ class PlayheadClock:
         return segments
 
 
+class LiveInput:
+    """The jam's audio for the preview's `live` tracks: the jam tick writes, the engine reads.
+
+    The tick appends one block per tick (120, 240 or 480 frames of every live track at once); the
+    preview takes `BLOCK` frames every 20 ms. Both follow the monotonic clock, so their rates
+    match and only their phase needs a buffer: reading starts once a block plus `prefetch`
+    frames wait, a read that finds less than a block plays no live audio and prefetches again,
+    a read that finds more than a block beyond that drops the oldest, and a backlog past
+    `max_frames` (a reader that stopped) is trimmed by the writer.
+    """
+
+    def __init__(self, *, prefetch: int = BLOCK, max_frames: int = 6 * BLOCK) -> None:
+        self._items: collections.deque[tuple[Sequence[str | None], F32]] = collections.deque()
+        self._prefetch = prefetch
+        self._max_frames = max_frames
+        self._block = 0
+        self._playing = False
+        self.underruns = 0
+        self.dropped = 0
+
+    def write(self, track_ids: Sequence[str | None], block: F32) -> None:
+        """One jam tick (jam tick thread): row i of `block` (tracks x frames, not modified
+        afterwards) is the audio of track `track_ids[i]`; None rows belong to no track."""
+        frames = block.shape[1]
+        if frames <= 0 or BLOCK % frames:
+            return  # not a jam block size (120, 240, 480)
+        self._block = frames
+        items = self._items
+        if len(items) * frames >= self._max_frames + BLOCK:
+            with contextlib.suppress(IndexError):  # the reader may have emptied it meanwhile
+                items.popleft()
+                self.dropped += 1
+        items.append((track_ids, block))
+
+    def read(self, n: int = BLOCK) -> dict[str, F32]:
+        """The next `n` frames per live track (preview thread); empty while there is none."""
+        items = self._items
+        b = self._block
+        if b == 0 or n % b:
+            return {}
+        queued = len(items) * b
+        if not self._playing:
+            if queued < n + self._prefetch:
+                return {}
+            self._playing = True
+        elif queued < n:
+            self._playing = False
+            self.underruns += 1
+            return {}
+        # Behind by more than a block over the prefetch (this thread stalled): catch up.
+        excess = queued - n - self._prefetch - BLOCK
+        for _ in range(max(0, excess) // b):
+            items.popleft()
+            self.dropped += 1
+        out: dict[str, F32] = {}
+        for j in range(n // b):
+            ids, block = items.popleft()
+            for i, tid in enumerate(ids):
+                if tid is None:
+                    continue
+                track = out.get(tid)
+                if track is None:
+                    track = out[tid] = np.zeros(n, np.float32)
+                track[j * b : (j + 1) * b] = block[i]
+        return out
+
+
+class _LiveGraph(Graph):
+    """The session graph with the jam's audio fed into its `live` tracks (see `LiveInput`).
+
+    A live track's audio is added to its clips before its effects, fader and pan, so mute,
+    solo, effects and routing apply to the jam exactly as to recorded audio.
+    """
+
+    live: Mapping[str, F32] = {}
+
+    def _render_sources(self, t0: int, n: int) -> None:
+        live = self.live
+        if not live:
+            super()._render_sources(t0, n)
+            return
+        for node in self._sources:
+            node.render_clips(t0, n)
+            audio = live.get(node.id)
+            if audio is not None:
+                block = node.block(n)
+                block += audio[:n]
+            node.finish(n)
+
+
+def _window(live: Mapping[str, F32], offset: int, count: int) -> Mapping[str, F32]:
+    if not live:
+        return live
+    return {tid: audio[offset : offset + count] for tid, audio in live.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     doc: SessionDocument
@@ -116,6 +220,7 @@ class PreviewEngine(threading.Thread):
         self.headers: list[Page] = []
         self.ready = threading.Event()
         self.error: BaseException | None = None
+        self.live = LiveInput()
 
     def submit(self, snapshot: Snapshot) -> None:
         with self._lock:
@@ -133,7 +238,7 @@ class PreviewEngine(threading.Thread):
             self.ready.set()
 
     def _run(self) -> None:
-        graph = Graph(sample_rate=SAMPLE_RATE, block=BLOCK, meters=True)
+        graph = _LiveGraph(sample_rate=SAMPLE_RATE, block=BLOCK, meters=True)
         encoder = OggOpusEncoder()
         playhead = PlayheadClock()
         transport: Transport | None = None
@@ -150,11 +255,16 @@ class PreviewEngine(threading.Thread):
                     if snapshot.doc.session.transport != transport:
                         transport = snapshot.doc.session.transport
                         playhead.sync(transport, self._clock() * 1000)
+                live = self.live.read(BLOCK)
                 segments = playhead.advance(BLOCK)
+                if segments is None and live:
+                    # Stopped, but the jam plays: render before the timeline's start (no clips).
+                    segments = [(-BLOCK, BLOCK, 0)]
                 if segments is None:
                     out.fill(0.0)
                 else:
                     for t0, count, offset in segments:
+                        graph.live = _window(live, offset, count)
                         out[:, offset : offset + count] = graph.render_block(t0, count)
                 pages = encoder.encode(out)
                 if pages:
@@ -269,10 +379,25 @@ class PreviewHub:
         self._streams: dict[str, PreviewStream] = {}
         self._watchers: dict[str, tuple[RoomRunner, Callable[[], None]]] = {}
         self._refresh: dict[str, asyncio.Task[None]] = {}
+        # Told (session id, the stream's LiveInput) when a preview starts and (id, None) when it
+        # stops: the jam feeds a running preview (realtime.jam.doc_bridge).
+        self.live_watchers: list[Callable[[str, LiveInput | None], None]] = []
 
     @property
     def active(self) -> list[str]:
         return list(self._streams)
+
+    def live_input(self, session_id: str) -> LiveInput | None:
+        """Where the session's jam audio goes while its preview runs."""
+        stream = self._streams.get(session_id)
+        return stream.engine.live if stream is not None and stream.engine.headers else None
+
+    def _announce(self, session_id: str, live: LiveInput | None) -> None:
+        for watcher in list(self.live_watchers):
+            try:
+                watcher(session_id, live)
+            except Exception:
+                log.exception("preview %s: live watcher failed", session_id)
 
     async def listen(self, session_id: str) -> AsyncIterator[bytes]:
         """The Ogg stream for one listener: headers, then live pages until dropped."""
@@ -320,6 +445,7 @@ class PreviewHub:
 
         runner.change_callbacks.append(changed)
         self._watchers[session_id] = (runner, changed)
+        self._announce(session_id, stream.engine.live)
         return stream
 
     async def _refresh_while_dirty(self, session_id: str, runner: RoomRunner, stream: PreviewStream) -> None:
@@ -340,6 +466,8 @@ class PreviewHub:
             # The document is written by clients: only this session's own assets may play.
             if record is None or record.session_id != session_id or record.deleted_at is not None:
                 continue
+            if record.mime in SILENT_MIMES:
+                continue  # MIDI clips are silent in the server's mix (no synth yet)
             try:
                 assets[asset_id] = await self._assets.samples(record)
             except Exception:
@@ -363,6 +491,7 @@ class PreviewHub:
             with contextlib.suppress(ValueError):
                 runner.change_callbacks.remove(callback)
         if stream is not None:
+            self._announce(session_id, None)
             stream.engine.stop()
             for listener in list(stream.listeners):
                 stream.drop(listener)

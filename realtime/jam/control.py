@@ -24,8 +24,10 @@ __all__ = [
     "MAX_CONTROL_BYTES",
     "MAX_GAIN_DB",
     "MAX_ID_LENGTH",
+    "MAX_LATENCY_MS",
     "MAX_MIX_ENTRIES",
     "MAX_NAME_LENGTH",
+    "MAX_RTT_MS",
     "MIN_GAIN_DB",
     "ClientMessage",
     "ControlError",
@@ -53,6 +55,10 @@ MAX_MIX_ENTRIES: Final = 1024
 MIN_GAIN_DB: Final = -144.0
 """At or below this a gain is silence (realtime.dsp.units.SILENCE_DB)."""
 MAX_GAIN_DB: Final = 12.0
+MAX_LATENCY_MS: Final = 2000.0
+"""The largest client audio latency ``join.latencyMs`` may report."""
+MAX_RTT_MS: Final = 10000.0
+"""The largest round trip ``ping.rttMs`` may report."""
 MIN_DEPTH: Final = 1
 MAX_DEPTH: Final = 20
 CODECS: Final = ("opus", "pcm16")
@@ -87,11 +93,16 @@ class ControlError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """``{"type":"join","name"?:str,"codec":"opus"|"pcm16","channels":1|2}``"""
+    """``{"type":"join","name"?:str,"codec":"opus"|"pcm16","channels":1|2,"latencyMs"?:number}``
+
+    ``latency_ms`` is the client's own audio latency (output + input, 0…2000 ms), used to align
+    its recordings (:mod:`realtime.jam.recorder`); None when not reported.
+    """
 
     codec: Codec
     channels: int
     name: str | None = None
+    latency_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +144,14 @@ class Jitter:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """``{"type":"ping","t":number}``: echoed in a pong with the server's time."""
+    """``{"type":"ping","t":number,"rttMs"?:number}``: echoed in a pong with the server's time.
+
+    ``rtt_ms`` is the round trip the client measured from earlier pongs (0…10000 ms), reported so
+    the server can align the client's recordings; None when not reported.
+    """
 
     t: float
+    rtt_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +270,10 @@ def _parse_join(msg: Mapping[str, object]) -> Join:
         if len(name) > MAX_NAME_LENGTH:
             raise ControlError("out_of_range", f"join.name is longer than {MAX_NAME_LENGTH} characters")
         name = name or None
-    return Join(codec="opus" if codec == "opus" else "pcm16", channels=channels, name=name)
+    latency = _optional_ms(msg, "latencyMs", "join.latencyMs", MAX_LATENCY_MS)
+    return Join(
+        codec="opus" if codec == "opus" else "pcm16", channels=channels, name=name, latency_ms=latency
+    )
 
 
 def _parse_mix(msg: Mapping[str, object]) -> Mix:
@@ -287,9 +306,18 @@ def _parse_jitter(msg: Mapping[str, object]) -> Jitter:
     return Jitter(mode=typed, depth=depth)
 
 
+def _optional_ms(msg: Mapping[str, object], key: str, where: str, limit: float) -> float | None:
+    if msg.get(key) is None:
+        return None
+    value = _number(msg, key, where)
+    if not 0.0 <= value <= limit:
+        raise ControlError("out_of_range", f"{where} must be within 0…{limit:g} ms")
+    return value
+
+
 def _parse_ping(msg: Mapping[str, object]) -> Ping:
     _require(msg, "t", "ping")
-    return Ping(t=_number(msg, "t", "ping.t"))
+    return Ping(t=_number(msg, "t", "ping.t"), rtt_ms=_optional_ms(msg, "rttMs", "ping.rttMs", MAX_RTT_MS))
 
 
 def parse_control(text: str | bytes | bytearray | memoryview) -> ClientMessage:

@@ -17,6 +17,7 @@ from .stats import LogHistogram
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .doc_bridge import JamDocuments
 
 __all__ = ["JamSessions", "engine_config"]
 
@@ -47,6 +48,8 @@ class JamSessions:
         self._retired_ticks = LogHistogram()
         self._retired_counts = {"ticks": 0, "deadline_misses": 0, "skipped_ticks": 0}
         self._closed = False
+        # The session-document side of every jam (live tracks, recording); set by the app.
+        self.documents: JamDocuments | None = None
 
     async def start(self) -> None:
         """Warm the tick's kernels up before the first jam (off the loop; up to a second cold)."""
@@ -70,6 +73,8 @@ class JamSessions:
                 session_id, self.config, wake=loop.call_soon_threadsafe, on_empty=self._on_empty
             )
             self._engines[session_id] = engine
+            if self.documents is not None:
+                self.documents.attach(engine)
             engine.start()
             log.info("jam started", extra={"room": session_id, "block": self.config.block})
         return engine
@@ -88,6 +93,8 @@ class JamSessions:
         if engine.closed:
             return
         engine.closed = True  # no new joins; acquire() makes a fresh engine from here on
+        if self.documents is not None:
+            self.documents.detach(engine)  # its take ends, its live tracks go inactive
         task = asyncio.get_running_loop().create_task(self._stop(engine))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
@@ -112,8 +119,13 @@ class JamSessions:
             if p.user_id == user_id:
                 p.sink.close(code, reason)
 
-    def close_session(self, session_id: str, code: int, reason: str) -> None:
-        """Close every connection of one jam (the session was deleted or restored)."""
+    def close_session(self, session_id: str, code: int, reason: str, *, discard: bool = False) -> None:
+        """Close every connection of one jam (the session was deleted or restored).
+
+        ``discard``: the session is being deleted, so a recording in progress is thrown away
+        instead of stored."""
+        if discard and self.documents is not None:
+            self.documents.discard(session_id)
         engine = self._engines.get(session_id)
         if engine is not None:
             for p in engine.participants:
@@ -134,6 +146,8 @@ class JamSessions:
                 p.sink.close(code, reason)
             self._retire(engine)
         await self.settled()
+        if self.documents is not None:
+            await self.documents.settled()  # recordings stored before the rooms close
 
     # -- figures for /metrics ----------------------------------------------------------------
     def totals(self) -> dict[str, Any]:

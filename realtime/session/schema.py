@@ -26,6 +26,9 @@ class Transport:
     started_at: float = 0.0
     position: float = 0.0
     loop: tuple[float, float] | None = None
+    # While true (and playing), every sender of the session's live jam is recorded onto its
+    # live track (realtime.jam.doc_bridge).
+    recording: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +168,7 @@ def _read_session(raw: dict[str, Any], problems: _Problems) -> SessionInfo:
             started_at=_num(tr.get("startedAt"), "session.transport.startedAt", problems, 0.0, 0, 1e15),
             position=_num(tr.get("position"), "session.transport.position", problems, 0.0, 0, 1e9),
             loop=loop_range,
+            recording=_bool(tr.get("recording"), "session.transport.recording", problems, False),
         )
     elif tr is not None:
         problems.add("session.transport", "expected a map")
