@@ -25,6 +25,9 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 15_000
 
+# Chromium's fake microphone (a beeping tone) granted without a prompt: for jam tests.
+MEDIA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
 # What Chromium itself logs (as a console error) for every non-2xx fetch; only tolerated for
 # statuses a test provokes on purpose.
 FAILED_RESOURCE = re.compile(r"Failed to load resource: the server responded with a status of (\d{3})")

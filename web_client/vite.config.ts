@@ -14,6 +14,7 @@ export default defineConfig({
     proxy: {
       '/api': { target: backend },
       '/sync': { target: backend, ws: true },
+      '/jam': { target: backend, ws: true },
     },
   },
   build: {

@@ -4,6 +4,7 @@
 
 import * as Y from 'yjs';
 
+import { readNotes, type MidiNote } from './jobs';
 import { LOCAL_ORIGIN } from './origins';
 import { paletteColor, readTracks, sessionMap, trackOrder, tracksMap } from './tracks';
 
@@ -200,6 +201,8 @@ export interface ClipView {
   start: number;
   offset: number;
   length: number;
+  /** `midi` clips only: the transcribed notes (seconds of the clip's asset). */
+  notes?: MidiNote[];
 }
 
 function num(v: unknown, fallback: number): number {
@@ -225,6 +228,7 @@ export function readClips(doc: Y.Doc, trackId: string): ClipView[] {
       start: Math.max(0, num(field(c, 'start'), 0)),
       offset: Math.max(0, num(field(c, 'offset'), 0)),
       length: Math.max(0, num(field(c, 'length'), 0)),
+      ...(field(c, 'notes') !== undefined ? { notes: readNotes(field(c, 'notes')) } : {}),
     });
   }
   return out.sort((a, b) => a.start - b.start || a.id.localeCompare(b.id));

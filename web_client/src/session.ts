@@ -7,7 +7,7 @@ import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
 
 import type { User } from './api';
-import { errorMessage } from './api';
+import { ApiClient, errorMessage } from './api';
 import { AssetStore } from './assets';
 import { duplicateStart, type ClipGeom } from './clipmath';
 import { isTerminal, stateLabel, syncUrl, terminalState, type ConnState } from './connection';
@@ -24,6 +24,9 @@ import {
 } from './daw';
 import { h } from './dom';
 import { deleteClips, duplicateClips, moveClips, reorderTrack, setClipGeometry, setTrackColor, type ClipMove, type ClipRef } from './edits';
+import { JamPanel } from './jampanel';
+import { cancelJob, jobActivity, readJobs, startErrorMessage, startJob, type JobKind, type JobView } from './jobs';
+import { JobsPanel } from './jobspanel';
 import { Metronome } from './metronome';
 import { ColorPalette, ShortcutsDialog } from './overlays';
 import { cursorTime, readPeers, selectionsByOthers, userColor, type LocalPresence, type Peer, type PresenceUser } from './presence';
@@ -105,8 +108,14 @@ export class SessionView {
   private readonly fileInput: HTMLInputElement;
   private readonly progressEl: HTMLProgressElement;
   private readonly uploadMsg: HTMLDivElement;
+  private readonly api: ApiClient;
+  private readonly jobsPanel: JobsPanel;
+  private readonly jamPanel: JamPanel;
+  private jobsKey = '';
+  private uploading = false;
 
   private readonly onDocChange = (): void => this.scheduleRender();
+  private readonly onJobsChange = (): void => this.renderJobs();
   private readonly onAwarenessChange = (): void => {
     this.renderPresence();
     this.renderMeters();
@@ -184,13 +193,29 @@ export class SessionView {
       this.progressEl,
     );
 
+    this.api = new ApiClient({ get: () => opts.token, set: () => undefined });
+    this.jobsPanel = new JobsPanel({
+      start: (kind) => void this.startJob(kind),
+      cancel: (id) => void this.cancelJob(id),
+    });
+    this.jamPanel = new JamPanel({
+      sessionId: opts.sessionId,
+      token: opts.token,
+      name: opts.user.name || opts.user.email,
+      doc: this.doc,
+      canEdit: () => this.canEdit(),
+      activity: (a) => this.setJamActivity(a),
+    });
+
     this.bodyEl = h(
       'div',
       { class: 'session-body' },
       h('div', { class: 'presence', testid: 'presence' }, h('span', { class: 'muted' }, 'Here now:'), this.presenceList),
       this.bar.root,
+      this.jamPanel.root,
       this.uploadMsg,
       this.uploadEl,
+      this.jobsPanel.root,
       this.timeline.root,
       this.emptyEl,
     );
@@ -217,6 +242,7 @@ export class SessionView {
     sessionMap(this.doc).observeDeep(this.onDocChange);
     tracksMap(this.doc).observeDeep(this.onDocChange);
     trackOrder(this.doc).observeDeep(this.onDocChange);
+    this.doc.getMap('jobs').observeDeep(this.onJobsChange);
     for (const ev of ['stack-item-added', 'stack-item-popped', 'stack-cleared'] as const) {
       this.undo.on(ev, () => this.scheduleRender());
     }
@@ -280,6 +306,7 @@ export class SessionView {
     document.removeEventListener('keyup', this.onKeyUp);
     document.removeEventListener('pointerdown', this.onDocPointerDown, true);
     this.stopListening();
+    this.jamPanel.destroy();
     this.metronome.destroy();
     this.timeline.destroy();
     this.undo.destroy();
@@ -516,7 +543,15 @@ export class SessionView {
     if (!this.destroyed) this.provider.awareness.setLocalStateField('cursor', cursor);
   }
 
+  private jamActivity: string | null = null;
+
+  private setJamActivity(activity: string | null): void {
+    this.jamActivity = activity;
+    this.renderJobs();
+  }
+
   private setActivity(activity: string | null): void {
+    if (this.localPresence.activity === activity) return;
     this.localPresence.activity = activity;
     if (!this.destroyed) this.provider.awareness.setLocalStateField('activity', activity);
   }
@@ -624,6 +659,8 @@ export class SessionView {
     };
     this.timeline.update(model);
     this.emptyEl.hidden = this.tracks.length > 0;
+    this.renderJobs();
+    this.jamPanel.render();
     this.markReady();
   }
 
@@ -715,6 +752,65 @@ export class SessionView {
     this.scheduleRender();
   }
 
+  // ---------------------------------------------------------------- AI jobs
+
+  /** The one selected clip that a job can run on, or why there is none. */
+  private jobTarget(): { trackId: string; clipId: string; assetId: string } | string {
+    if (!this.canEdit()) return this.role === 'viewer' ? 'Viewers cannot run AI tools.' : '';
+    const refs = this.selection.refs();
+    if (refs.length !== 1) return refs.length === 0 ? 'Select an audio clip to use the AI tools.' : 'Select just one clip.';
+    const ref = refs[0]!;
+    const track = this.tracks.find((t) => t.id === ref.trackId);
+    const clip = this.clips.get(ref.trackId)?.find((c) => c.id === ref.clipId);
+    if (!track || !clip) return 'Select an audio clip to use the AI tools.';
+    if (track.kind === 'midi') return 'The AI tools work on audio clips, not MIDI.';
+    return { trackId: ref.trackId, clipId: ref.clipId, assetId: clip.assetId };
+  }
+
+  private renderJobs(): void {
+    if (this.destroyed) return;
+    const target = this.jobTarget();
+    this.jobsPanel.setAvailability(typeof target === 'string' ? target : null);
+    const jobs = readJobs(this.doc);
+    const names = new Map(this.tracks.map((t) => [t.id, t.name]));
+    const sourceName = (job: JobView): string => {
+      for (const [tid, clips] of this.clips) if (clips.some((c) => c.assetId === job.assetId)) return names.get(tid) ?? '';
+      return '';
+    };
+    const key = JSON.stringify([jobs, this.canEdit(), [...names]]);
+    if (key !== this.jobsKey) {
+      this.jobsKey = key;
+      this.jobsPanel.update(jobs, this.canEdit(), sourceName);
+    }
+    // presence: "separating…" while one of one's own jobs runs (uploads and the jam win)
+    const mine = jobs.find((j) => j.createdBy === this.opts.user.id && (j.status === 'running' || j.status === 'queued'));
+    const activity = this.uploading ? 'uploading' : (this.jamActivity ?? (mine ? jobActivity(mine.kind) : null));
+    this.setActivity(activity);
+  }
+
+  private async startJob(kind: JobKind): Promise<void> {
+    const target = this.jobTarget();
+    if (typeof target === 'string') return;
+    this.jobsPanel.showMessage(null);
+    try {
+      await startJob(this.api, kind, target.assetId, { clipId: target.clipId, trackId: target.trackId });
+    } catch (err) {
+      if (!this.destroyed) this.jobsPanel.showMessage(startErrorMessage(kind, err));
+    }
+  }
+
+  private async cancelJob(jobId: string): Promise<void> {
+    if (!this.canEdit()) return;
+    const kind = readJobs(this.doc).find((j) => j.id === jobId)?.kind ?? 'master';
+    try {
+      await cancelJob(this.api, jobId);
+    } catch (err) {
+      if (!this.destroyed) this.jobsPanel.showMessage(startErrorMessage(kind, err));
+      this.jobsKey = '';
+      this.renderJobs();
+    }
+  }
+
   // ---------------------------------------------------------------- upload, listen, export
 
   private async upload(file: File): Promise<void> {
@@ -724,6 +820,7 @@ export class SessionView {
     this.progressEl.hidden = false;
     this.progressEl.value = 0;
     this.uploadEl.classList.add('busy');
+    this.uploading = true;
     this.setActivity('uploading');
     try {
       const asset = await uploadAsset(this.opts.sessionId, this.opts.token, file, (f) => {
@@ -738,7 +835,8 @@ export class SessionView {
     } finally {
       this.uploadEl.classList.remove('busy');
       this.progressEl.hidden = true;
-      this.setActivity(null);
+      this.uploading = false;
+      this.renderJobs();
     }
   }
 

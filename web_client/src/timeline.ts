@@ -13,6 +13,7 @@ import { h } from './dom';
 import type { ClipMove, ClipRef } from './edits';
 import { clipPeaks } from './peaks';
 import type { Peer } from './presence';
+import { pianoRoll } from './jobs';
 import { dropIndex } from './reorder';
 import { isTextEntry } from './shortcuts';
 import type { Selection } from './selection';
@@ -85,6 +86,9 @@ interface Row {
 interface ClipEl {
   el: HTMLDivElement;
   wave: HTMLImageElement;
+  /** Mini piano roll of a `midi` clip's notes (hidden on audio clips). */
+  roll: HTMLCanvasElement;
+  rollKey: string;
   name: HTMLSpanElement;
   trackId: string;
   clip: ClipView;
@@ -331,6 +335,20 @@ export class Timeline {
       }
       row.li.style.setProperty('--track-color', track.color);
       row.li.dataset.index = String(index);
+      // tracks a job made together (stems) are drawn as one bracketed group
+      const group = track.group ?? '';
+      const prevGroup = model.tracks[index - 1]?.group ?? '';
+      const nextGroup = model.tracks[index + 1]?.group ?? '';
+      if ((row.li.dataset.group ?? '') !== group) {
+        if (group) row.li.dataset.group = group;
+        else delete row.li.dataset.group;
+      }
+      // a job that made one track (mastering, MIDI) needs no bracket
+      const grouped = group !== '' && (prevGroup === group || nextGroup === group);
+      row.li.classList.toggle('grouped', grouped);
+      row.li.classList.toggle('group-first', grouped && prevGroup !== group);
+      row.li.classList.toggle('group-last', grouped && nextGroup !== group);
+      row.li.dataset.kind = track.kind;
       updateTrackHead(row.head, track, model.editable, model.selection.track === track.id && model.selection.size === 0, model.othersTracks.get(track.id));
       const expected: Element | null = prev ? prev.nextElementSibling : this.list.firstElementChild;
       if (expected !== row.li) {
@@ -408,15 +426,17 @@ export class Timeline {
       wave.dataset.drawn = 'true';
       this.actions.waveDrawn?.();
     });
+    const roll = h('canvas', { testid: 'clip-notes', class: 'roll', hidden: true });
     const el = h(
       'div',
       { class: 'clip', testid: 'clip' },
       name,
       wave,
+      roll,
       h('div', { class: 'clip-handle start', testid: 'clip-trim-start', title: 'Drag to trim the start' }),
       h('div', { class: 'clip-handle end', testid: 'clip-trim-end', title: 'Drag to trim the end' }),
     );
-    return { el, wave, name, trackId: '', clip: { id: '', assetId: '', start: 0, offset: 0, length: 0 }, left: -1, width: -1, drawKey: '' };
+    return { el, wave, roll, rollKey: '', name, trackId: '', clip: { id: '', assetId: '', start: 0, offset: 0, length: 0 }, left: -1, width: -1, drawKey: '' };
   }
 
   private placeClip(key: string, row: Row, track: TrackView, clip: ClipView, left: number, width: number, model: TimelineModel): void {
@@ -453,7 +473,42 @@ export class Timeline {
       ce.el.setAttribute('aria-selected', String(selected));
     }
     markOthers(ce.el, model.othersClips.get(clip.id));
-    this.drawWave(ce, track.color, width);
+    if (track.kind === 'midi') {
+      ce.wave.hidden = true;
+      this.drawNotes(ce, track.color, width);
+    } else {
+      ce.wave.hidden = false;
+      if (!ce.roll.hidden) {
+        ce.roll.hidden = true;
+        ce.rollKey = '';
+      }
+      this.drawWave(ce, track.color, width);
+    }
+  }
+
+  /** A midi clip's notes as a mini piano roll (pitch range fitted to the notes shown). */
+  private drawNotes(ce: ClipEl, color: string, width: number): void {
+    const clip = ce.clip;
+    const notes = clip.notes ?? [];
+    const len = clip.length > 0 ? clip.length : notes.reduce((m, n) => Math.max(m, n.start + n.duration), 0) - clip.offset;
+    const cw = Math.max(1, Math.min(width, MAX_WAVE_W));
+    const key = `${notes.length}|${notes[0]?.start ?? ''}|${notes[notes.length - 1]?.pitch ?? ''}|${clip.offset}|${len}|${cw}|${color}`;
+    ce.roll.hidden = false;
+    ce.roll.dataset.notes = String(notes.length);
+    if (ce.rollKey === key) return;
+    ce.rollKey = key;
+    ce.roll.width = cw;
+    ce.roll.height = WAVE_H;
+    const ctx = ce.roll.getContext('2d');
+    if (!ctx) return;
+    ctx.clearRect(0, 0, cw, WAVE_H);
+    ctx.fillStyle = color;
+    let drawn = 0;
+    for (const r of pianoRoll(notes, clip.offset, len, cw, WAVE_H)) {
+      ctx.fillRect(r.x, r.y, r.w, r.h);
+      drawn += 1;
+    }
+    ce.roll.dataset.drawn = String(drawn);
   }
 
   /** Show the clip's slice of its asset's waveform (a shared picture, see waveimages.ts). */

@@ -31,6 +31,8 @@ export interface TrackView {
   solo: boolean;
   color: string;
   clipCount: number;
+  /** Tracks a job made together share it (docs/session-schema.md, `group`). */
+  group?: string;
 }
 
 export function sessionMap(doc: Y.Doc): Y.Map<unknown> {
@@ -93,6 +95,7 @@ export function readTracks(doc: Y.Doc): TrackView[] {
       solo: bool(t.get('solo')),
       color: str(t.get('color'), PALETTE[0] ?? '#888888'),
       clipCount: clips instanceof Y.Map ? clips.size : 0,
+      ...(typeof t.get('group') === 'string' && t.get('group') ? { group: t.get('group') as string } : {}),
     });
   }
   return out;

@@ -205,3 +205,13 @@ export function setTimeSignature(doc: Y.Doc, ts: readonly [number, number]): boo
   doc.transact(() => sessionMap(doc).set('timeSignature', parsed), LOCAL_ORIGIN);
   return true;
 }
+
+/** `transport.recording`: the jam is recorded into the session while it and `playing` are true. */
+export function readRecording(doc: Y.Doc): boolean {
+  return field(sessionMap(doc).get('transport'), 'recording') === true;
+}
+
+/** Arm or disarm recording (shared, not undoable: like play and stop). */
+export function setRecording(doc: Y.Doc, on: boolean): void {
+  doc.transact(() => ensureTransport(doc).set('recording', on), TRANSPORT_ORIGIN);
+}
