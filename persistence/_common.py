@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from persistence.ports import AssetKind, AssetRecord, Member, Role, SessionRecord, User
+from persistence.ports import (
+    AssetKind,
+    AssetRecord,
+    AuditRecord,
+    Consent,
+    Member,
+    Role,
+    SessionRecord,
+    User,
+)
 
 Clock = Callable[[], float]
 
@@ -14,8 +24,11 @@ USER_COLUMNS = "id, email, name, created_at"
 SESSION_COLUMNS = "id, title, owner_id, created_at, updated_at"
 ASSET_COLUMNS = (
     "id, session_id, uploader_id, name, kind, mime, duration_s, sample_rate, channels, frames, "
-    "size_bytes, blob_key, created_at, processed_at, deleted_at"
+    "size_bytes, blob_key, created_at, processed_at, deleted_at, purged_at, purge_reason"
 )
+ASSET_COLUMN_COUNT = 17
+AUDIT_COLUMNS = "id, at, action, actor_id, target_type, target_id, session_id, ip, detail"
+CONSENT_COLUMNS = "training_opt_in, training_opt_in_at, marketing_opt_in, marketing_opt_in_at"
 
 
 def prefixed(alias: str, columns: str) -> str:
@@ -63,6 +76,60 @@ def asset_from_row(row: Any) -> AssetRecord:
         created_at=float(row[12]),
         processed_at=None if row[13] is None else float(row[13]),
         deleted_at=None if row[14] is None else float(row[14]),
+        purged_at=None if row[15] is None else float(row[15]),
+        purge_reason=row[16],
+    )
+
+
+def audit_from_row(row: Any) -> AuditRecord:
+    """An `AuditRecord` from a row selected with `AUDIT_COLUMNS`."""
+    detail = json.loads(row[8]) if row[8] else {}
+    return AuditRecord(
+        id=int(row[0]),
+        at=float(row[1]),
+        action=row[2],
+        actor_id=row[3],
+        target_type=row[4],
+        target_id=row[5],
+        session_id=row[6],
+        ip=row[7],
+        detail=detail if isinstance(detail, dict) else {},
+    )
+
+
+def consent_from_row(row: Any) -> Consent:
+    """A `Consent` from a row selected with `CONSENT_COLUMNS`."""
+    return Consent(
+        training_opt_in=bool(row[0]),
+        training_opt_in_at=None if row[1] is None else float(row[1]),
+        marketing_opt_in=bool(row[2]),
+        marketing_opt_in_at=None if row[3] is None else float(row[3]),
+    )
+
+
+def audit_detail(detail: Mapping[str, Any] | None) -> str:
+    """The JSON text an entry's detail is stored as (a JSON object; ValueError otherwise)."""
+    if detail is None:
+        return "{}"
+    if not isinstance(detail, Mapping):
+        raise ValueError("audit detail must be a JSON object")
+    return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"))
+
+
+def audit_filter(session_id: str | None, user_id: str | None) -> None:
+    if (session_id is None) == (user_id is None):
+        raise ValueError("list_audit needs exactly one of session_id and user_id")
+
+
+def consent_change(old: Consent, *, at: float, training: bool | None, marketing: bool | None) -> Consent:
+    """The consent after a change; a flag's timestamp moves only when the flag does."""
+    t = old.training_opt_in if training is None else bool(training)
+    m = old.marketing_opt_in if marketing is None else bool(marketing)
+    return Consent(
+        training_opt_in=t,
+        training_opt_in_at=at if t != old.training_opt_in else old.training_opt_in_at,
+        marketing_opt_in=m,
+        marketing_opt_in_at=at if m != old.marketing_opt_in else old.marketing_opt_in_at,
     )
 
 

@@ -118,6 +118,34 @@ class AssetRecord:
     created_at: float
     processed_at: float | None
     deleted_at: float | None
+    # Set when retention removed a source's audio after processing (the row stays, saying so).
+    purged_at: float | None = None
+    purge_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """What a user agreed to; both default to False. `*_at` is when that choice last changed."""
+
+    training_opt_in: bool
+    training_opt_in_at: float | None
+    marketing_opt_in: bool
+    marketing_opt_in_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One entry of the append-only audit log. `ip` is None once anonymised (or never known)."""
+
+    id: int
+    at: float
+    action: str
+    actor_id: str | None
+    target_type: str | None
+    target_id: str | None
+    session_id: str | None
+    ip: str | None
+    detail: dict[str, Any]
 
 
 class JobKind(enum.StrEnum):
@@ -394,6 +422,74 @@ class Store(Protocol):
         worker can be alive (the embedded server at startup). Queued jobs are left alone:
         the caller resubmits them to its queue.
         """
+
+    # trust: retention, soft deletion, consent, audit (migration 0004) ----------------
+    async def mark_session_deleted(self, session_id: str) -> bool:
+        """Hide a session (sets its `deleted_at` to the store's clock) until it is restored or
+        hard-deleted; `get_session`, `list_sessions` and `update_session` no longer see it.
+        True if a visible session was hidden."""
+
+    async def restore_session(self, session_id: str, *, deleted_after: float) -> SessionRecord | None:
+        """Undo `mark_session_deleted` if it happened after `deleted_after`; the record, or None."""
+
+    async def list_deleted_sessions(self, *, before: float, limit: int = 100) -> list[SessionRecord]:
+        """Hidden sessions deleted at or before `before`, oldest deletion first."""
+
+    async def get_deleted_asset(self, asset_id: str) -> AssetRecord | None:
+        """The asset only if its deletion has begun (for an undo)."""
+
+    async def restore_asset(self, asset_id: str, *, deleted_after: float) -> AssetRecord | None:
+        """Undo `mark_asset_deleted` if it happened after `deleted_after`; the record, or None."""
+
+    async def list_deleted_assets_before(self, before: float, *, limit: int = 100) -> list[AssetRecord]:
+        """Like `list_deleted_assets`, only those whose deletion began at or before `before`."""
+
+    async def list_purgeable_sources(self, *, processed_before: float, limit: int = 100) -> list[AssetRecord]:
+        """Visible `source` assets processed at or before `processed_before` and not yet purged."""
+
+    async def mark_asset_purged(self, asset_id: str, *, at: float, reason: str) -> bool:
+        """Record that the asset's audio was removed; False if there is no such (unpurged) asset."""
+
+    async def get_consent(self, user_id: str) -> Consent | None: ...
+
+    async def set_consent(
+        self, user_id: str, *, at: float, training: bool | None = None, marketing: bool | None = None
+    ) -> Consent | None:
+        """Change the given flags (None leaves one as it is); a flag's `*_at` moves only when it
+        changes. None if there is no such user."""
+
+    async def list_training_assets(self, *, after_id: str = "", limit: int = 100) -> list[AssetRecord]:
+        """Visible, unpurged uploads (`source` assets) of live sessions whose uploader opted in to
+        training, by id. Outputs are left out: a stem of someone else's upload is not the
+        job author's to give, and outputs do not record whose audio they came from."""
+
+    async def append_audit(
+        self,
+        *,
+        action: str,
+        at: float,
+        actor_id: str | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        session_id: str | None = None,
+        ip: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRecord: ...
+
+    async def list_audit(
+        self,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Newest first: a session's entries, or a user's (as actor or as target). Exactly one of
+        `session_id` and `user_id` must be given (`ValueError` otherwise): there is no way to
+        read the whole log through this port, so no caller can leak it by accident."""
+
+    async def anonymise_audit_ips(self, *, before: float) -> int:
+        """Clear the IP address of entries at or before `before`; how many were cleared."""
 
 
 @runtime_checkable

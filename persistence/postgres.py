@@ -19,11 +19,18 @@ import asyncpg
 
 from persistence._common import (
     ASSET_COLUMNS,
+    AUDIT_COLUMNS,
+    CONSENT_COLUMNS,
     SESSION_COLUMNS,
     USER_COLUMNS,
     Clock,
     asset_from_row,
+    audit_detail,
+    audit_filter,
+    audit_from_row,
     compaction_applies,
+    consent_change,
+    consent_from_row,
     email_key,
     new_asset_record,
     new_id,
@@ -48,7 +55,9 @@ from persistence._migrate import load_migrations, pending
 from persistence.ports import (
     AssetKind,
     AssetRecord,
+    AuditRecord,
     Conflict,
+    Consent,
     Credentials,
     JobKind,
     JobPriority,
@@ -230,14 +239,17 @@ class PostgresStore:
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         pool = await self._get_pool()
-        row = await pool.fetchrow(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id)
+        row = await pool.fetchrow(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND deleted_at IS NULL", session_id
+        )
         return None if row is None else session_from_row(row)
 
     async def list_sessions(self, user_id: str) -> list[tuple[SessionRecord, Role]]:
         pool = await self._get_pool()
         rows = await pool.fetch(
             f"SELECT {prefixed('s', SESSION_COLUMNS)}, m.role "
-            "FROM session_members m JOIN sessions s ON s.id = m.session_id WHERE m.user_id = $1 "
+            "FROM session_members m JOIN sessions s ON s.id = m.session_id "
+            "WHERE m.user_id = $1 AND s.deleted_at IS NULL "
             "ORDER BY s.updated_at DESC, s.created_at DESC, s.id",
             user_id,
         )
@@ -247,7 +259,8 @@ class PostgresStore:
         pool = await self._get_pool()
         # GREATEST: a wall clock stepped backwards must not make a session look older.
         row = await pool.fetchrow(
-            f"UPDATE sessions SET title = $2, updated_at = GREATEST(updated_at, $3) WHERE id = $1 "
+            "UPDATE sessions SET title = $2, updated_at = GREATEST(updated_at, $3) "
+            "WHERE id = $1 AND deleted_at IS NULL "
             f"RETURNING {SESSION_COLUMNS}",
             session_id,
             title,
@@ -418,7 +431,7 @@ class PostgresStore:
         try:
             inserted = await pool.fetchval(
                 f"INSERT INTO assets ({ASSET_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
                 "ON CONFLICT DO NOTHING RETURNING id",
                 record.id,
                 record.session_id,
@@ -435,6 +448,8 @@ class PostgresStore:
                 record.created_at,
                 record.processed_at,
                 record.deleted_at,
+                record.purged_at,
+                record.purge_reason,
             )
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound(f"no session {session_id!r} or no user {uploader_id!r}") from exc
@@ -693,6 +708,180 @@ class PostgresStore:
                     )
                     ended.append(plan.job_id)
         return requeued, ended
+
+    # trust: retention, soft deletion, consent, audit ---------------------------------
+    async def mark_session_deleted(self, session_id: str) -> bool:
+        pool = await self._get_pool()
+        status = await pool.execute(
+            "UPDATE sessions SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL",
+            session_id,
+            self._clock(),
+        )
+        return bool(_count(status))
+
+    async def restore_session(self, session_id: str, *, deleted_after: float) -> SessionRecord | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            "UPDATE sessions SET deleted_at = NULL WHERE id = $1 AND deleted_at > $2 "
+            f"RETURNING {SESSION_COLUMNS}",
+            session_id,
+            deleted_after,
+        )
+        return None if row is None else session_from_row(row)
+
+    async def list_deleted_sessions(self, *, before: float, limit: int = 100) -> list[SessionRecord]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE deleted_at <= $1 ORDER BY deleted_at, id LIMIT $2",
+            before,
+            max(0, int(limit)),
+        )
+        return [session_from_row(row) for row in rows]
+
+    async def get_deleted_asset(self, asset_id: str) -> AssetRecord | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1 AND deleted_at IS NOT NULL", asset_id
+        )
+        return None if row is None else asset_from_row(row)
+
+    async def restore_asset(self, asset_id: str, *, deleted_after: float) -> AssetRecord | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            "UPDATE assets SET deleted_at = NULL WHERE id = $1 AND deleted_at > $2 "
+            f"RETURNING {ASSET_COLUMNS}",
+            asset_id,
+            deleted_after,
+        )
+        return None if row is None else asset_from_row(row)
+
+    async def list_deleted_assets_before(self, before: float, *, limit: int = 100) -> list[AssetRecord]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            f"SELECT {ASSET_COLUMNS} FROM assets WHERE deleted_at <= $1 ORDER BY deleted_at, id LIMIT $2",
+            before,
+            max(0, int(limit)),
+        )
+        return [asset_from_row(row) for row in rows]
+
+    async def list_purgeable_sources(self, *, processed_before: float, limit: int = 100) -> list[AssetRecord]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            f"SELECT {ASSET_COLUMNS} FROM assets WHERE kind = 'source' AND purged_at IS NULL "
+            "AND processed_at IS NOT NULL AND processed_at <= $1 AND deleted_at IS NULL "
+            "ORDER BY processed_at, id LIMIT $2",
+            processed_before,
+            max(0, int(limit)),
+        )
+        return [asset_from_row(row) for row in rows]
+
+    async def mark_asset_purged(self, asset_id: str, *, at: float, reason: str) -> bool:
+        pool = await self._get_pool()
+        status = await pool.execute(
+            "UPDATE assets SET purged_at = $2, purge_reason = $3 WHERE id = $1 AND purged_at IS NULL",
+            asset_id,
+            at,
+            reason,
+        )
+        return bool(_count(status))
+
+    async def get_consent(self, user_id: str) -> Consent | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(f"SELECT {CONSENT_COLUMNS} FROM users WHERE id = $1", user_id)
+        return None if row is None else consent_from_row(row)
+
+    async def set_consent(
+        self, user_id: str, *, at: float, training: bool | None = None, marketing: bool | None = None
+    ) -> Consent | None:
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {CONSENT_COLUMNS} FROM users WHERE id = $1 FOR UPDATE", user_id
+            )
+            if row is None:
+                return None
+            new = consent_change(consent_from_row(row), at=at, training=training, marketing=marketing)
+            await conn.execute(
+                "UPDATE users SET training_opt_in = $2, training_opt_in_at = $3, marketing_opt_in = $4, "
+                "marketing_opt_in_at = $5 WHERE id = $1",
+                user_id,
+                new.training_opt_in,
+                new.training_opt_in_at,
+                new.marketing_opt_in,
+                new.marketing_opt_in_at,
+            )
+        return new
+
+    async def list_training_assets(self, *, after_id: str = "", limit: int = 100) -> list[AssetRecord]:
+        pool = await self._get_pool()
+        # COLLATE "C": ids are compared bytewise, as SQLite does, so the cursor pages alike.
+        rows = await pool.fetch(
+            f"SELECT {prefixed('a', ASSET_COLUMNS)} FROM assets a "
+            "JOIN users u ON u.id = a.uploader_id JOIN sessions s ON s.id = a.session_id "
+            "WHERE u.training_opt_in AND a.kind = 'source' AND a.deleted_at IS NULL AND a.purged_at IS NULL "
+            'AND s.deleted_at IS NULL AND a.id COLLATE "C" > $1 ORDER BY a.id COLLATE "C" LIMIT $2',
+            after_id,
+            max(0, int(limit)),
+        )
+        return [asset_from_row(row) for row in rows]
+
+    async def append_audit(
+        self,
+        *,
+        action: str,
+        at: float,
+        actor_id: str | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        session_id: str | None = None,
+        ip: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRecord:
+        text = audit_detail(detail)
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            "INSERT INTO audit_log (at, action, actor_id, target_type, target_id, session_id, ip, detail) "
+            f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {AUDIT_COLUMNS}",
+            at,
+            action,
+            actor_id,
+            target_type,
+            target_id,
+            session_id,
+            ip,
+            text,
+        )
+        return audit_from_row(row)
+
+    async def list_audit(
+        self,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        audit_filter(session_id, user_id)
+        params: list[Any] = [session_id if session_id is not None else user_id]
+        if session_id is not None:
+            where = "session_id = $1"
+        else:
+            where = "(actor_id = $1 OR (target_type = 'user' AND target_id = $1))"
+        if before_id is not None:
+            params.append(int(before_id))
+            where += f" AND id < ${len(params)}"
+        params.append(max(0, int(limit)))
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {where} ORDER BY id DESC LIMIT ${len(params)}",
+            *params,
+        )
+        return [audit_from_row(row) for row in rows]
+
+    async def anonymise_audit_ips(self, *, before: float) -> int:
+        pool = await self._get_pool()
+        return _count(
+            await pool.execute("UPDATE audit_log SET ip = NULL WHERE ip IS NOT NULL AND at <= $1", before)
+        )
 
 
 def _count(status: str) -> int:

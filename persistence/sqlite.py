@@ -20,12 +20,20 @@ from typing import Any, Literal, TypeVar, cast
 import aiosqlite
 
 from persistence._common import (
+    ASSET_COLUMN_COUNT,
     ASSET_COLUMNS,
+    AUDIT_COLUMNS,
+    CONSENT_COLUMNS,
     SESSION_COLUMNS,
     USER_COLUMNS,
     Clock,
     asset_from_row,
+    audit_detail,
+    audit_filter,
+    audit_from_row,
     compaction_applies,
+    consent_change,
+    consent_from_row,
     email_key,
     new_asset_record,
     new_id,
@@ -50,7 +58,9 @@ from persistence._migrate import load_migrations, pending, sqlite_statements
 from persistence.ports import (
     AssetKind,
     AssetRecord,
+    AuditRecord,
     Conflict,
+    Consent,
     Credentials,
     JobKind,
     JobPriority,
@@ -265,7 +275,7 @@ class SqliteStore:
     async def get_session(self, session_id: str) -> SessionRecord | None:
         async with self._locked() as db:
             rows = await db.execute_fetchall(
-                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ? AND deleted_at IS NULL", (session_id,)
             )
         return _first(session_from_row(row) for row in rows)
 
@@ -273,7 +283,8 @@ class SqliteStore:
         async with self._locked() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {prefixed('s', SESSION_COLUMNS)}, m.role "
-                "FROM session_members m JOIN sessions s ON s.id = m.session_id WHERE m.user_id = ? "
+                "FROM session_members m JOIN sessions s ON s.id = m.session_id "
+                "WHERE m.user_id = ? AND s.deleted_at IS NULL "
                 "ORDER BY s.updated_at DESC, s.created_at DESC, s.id",
                 (user_id,),
             )
@@ -283,7 +294,8 @@ class SqliteStore:
         async with self._transaction() as db:
             # max(): a wall clock stepped backwards must not make a session look older.
             rows = await db.execute_fetchall(
-                f"UPDATE sessions SET title = ?, updated_at = max(updated_at, ?) WHERE id = ? "
+                "UPDATE sessions SET title = ?, updated_at = max(updated_at, ?) "
+                "WHERE id = ? AND deleted_at IS NULL "
                 f"RETURNING {SESSION_COLUMNS}",
                 (title, self._clock(), session_id),
             )
@@ -482,7 +494,7 @@ class SqliteStore:
             with _foreign_key_is_not_found(f"no session {session_id!r} or no user {uploader_id!r}"):
                 inserted = await _run(
                     db,
-                    f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES ({', '.join('?' * 15)}) "
+                    f"INSERT INTO assets ({ASSET_COLUMNS}) VALUES ({', '.join('?' * ASSET_COLUMN_COUNT)}) "
                     "ON CONFLICT DO NOTHING",
                     _asset_params(record),
                 )
@@ -731,6 +743,171 @@ class SqliteStore:
                     ended.append(plan.job_id)
         return requeued, ended
 
+    # trust: retention, soft deletion, consent, audit ---------------------------------
+    async def mark_session_deleted(self, session_id: str) -> bool:
+        async with self._transaction() as db:
+            return bool(
+                await _run(
+                    db,
+                    "UPDATE sessions SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+                    (self._clock(), session_id),
+                )
+            )
+
+    async def restore_session(self, session_id: str, *, deleted_after: float) -> SessionRecord | None:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "UPDATE sessions SET deleted_at = NULL WHERE id = ? AND deleted_at > ? "
+                f"RETURNING {SESSION_COLUMNS}",
+                (session_id, deleted_after),
+            )
+        return _first(session_from_row(row) for row in rows)
+
+    async def list_deleted_sessions(self, *, before: float, limit: int = 100) -> list[SessionRecord]:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE deleted_at <= ? "
+                "ORDER BY deleted_at, id LIMIT ?",
+                (before, max(0, int(limit))),
+            )
+        return [session_from_row(row) for row in rows]
+
+    async def get_deleted_asset(self, asset_id: str) -> AssetRecord | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {ASSET_COLUMNS} FROM assets WHERE id = ? AND deleted_at IS NOT NULL", (asset_id,)
+            )
+        return _first(asset_from_row(row) for row in rows)
+
+    async def restore_asset(self, asset_id: str, *, deleted_after: float) -> AssetRecord | None:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "UPDATE assets SET deleted_at = NULL WHERE id = ? AND deleted_at > ? "
+                f"RETURNING {ASSET_COLUMNS}",
+                (asset_id, deleted_after),
+            )
+        return _first(asset_from_row(row) for row in rows)
+
+    async def list_deleted_assets_before(self, before: float, *, limit: int = 100) -> list[AssetRecord]:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {ASSET_COLUMNS} FROM assets WHERE deleted_at <= ? ORDER BY deleted_at, id LIMIT ?",
+                (before, max(0, int(limit))),
+            )
+        return [asset_from_row(row) for row in rows]
+
+    async def list_purgeable_sources(self, *, processed_before: float, limit: int = 100) -> list[AssetRecord]:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {ASSET_COLUMNS} FROM assets WHERE kind = 'source' AND purged_at IS NULL "
+                "AND processed_at IS NOT NULL AND processed_at <= ? AND deleted_at IS NULL "
+                "ORDER BY processed_at, id LIMIT ?",
+                (processed_before, max(0, int(limit))),
+            )
+        return [asset_from_row(row) for row in rows]
+
+    async def mark_asset_purged(self, asset_id: str, *, at: float, reason: str) -> bool:
+        async with self._transaction() as db:
+            return bool(
+                await _run(
+                    db,
+                    "UPDATE assets SET purged_at = ?, purge_reason = ? WHERE id = ? AND purged_at IS NULL",
+                    (at, reason, asset_id),
+                )
+            )
+
+    async def get_consent(self, user_id: str) -> Consent | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(f"SELECT {CONSENT_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return _first(consent_from_row(row) for row in rows)
+
+    async def set_consent(
+        self, user_id: str, *, at: float, training: bool | None = None, marketing: bool | None = None
+    ) -> Consent | None:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(f"SELECT {CONSENT_COLUMNS} FROM users WHERE id = ?", (user_id,))
+            old = _first(consent_from_row(row) for row in rows)
+            if old is None:
+                return None
+            new = consent_change(old, at=at, training=training, marketing=marketing)
+            await _run(
+                db,
+                "UPDATE users SET training_opt_in = ?, training_opt_in_at = ?, marketing_opt_in = ?, "
+                "marketing_opt_in_at = ? WHERE id = ?",
+                (
+                    int(new.training_opt_in),
+                    new.training_opt_in_at,
+                    int(new.marketing_opt_in),
+                    new.marketing_opt_in_at,
+                    user_id,
+                ),
+            )
+        return new
+
+    async def list_training_assets(self, *, after_id: str = "", limit: int = 100) -> list[AssetRecord]:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {prefixed('a', ASSET_COLUMNS)} FROM assets a "
+                "JOIN users u ON u.id = a.uploader_id JOIN sessions s ON s.id = a.session_id "
+                "WHERE u.training_opt_in = 1 AND a.kind = 'source' "
+                "AND a.deleted_at IS NULL AND a.purged_at IS NULL "
+                "AND s.deleted_at IS NULL AND a.id > ? ORDER BY a.id LIMIT ?",
+                (after_id, max(0, int(limit))),
+            )
+        return [asset_from_row(row) for row in rows]
+
+    async def append_audit(
+        self,
+        *,
+        action: str,
+        at: float,
+        actor_id: str | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        session_id: str | None = None,
+        ip: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRecord:
+        text = audit_detail(detail)
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "INSERT INTO audit_log "
+                "(at, action, actor_id, target_type, target_id, session_id, ip, detail) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {AUDIT_COLUMNS}",
+                (at, action, actor_id, target_type, target_id, session_id, ip, text),
+            )
+        return audit_from_row(next(iter(rows)))
+
+    async def list_audit(
+        self,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        audit_filter(session_id, user_id)
+        params: list[Any]
+        if session_id is not None:
+            where, params = "session_id = ?", [session_id]
+        else:
+            where, params = "(actor_id = ? OR (target_type = 'user' AND target_id = ?))", [user_id, user_id]
+        if before_id is not None:
+            where += " AND id < ?"
+            params.append(int(before_id))
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {where} ORDER BY id DESC LIMIT ?",
+                (*params, max(0, int(limit))),
+            )
+        return [audit_from_row(row) for row in rows]
+
+    async def anonymise_audit_ips(self, *, before: float) -> int:
+        async with self._transaction() as db:
+            return await _run(
+                db, "UPDATE audit_log SET ip = NULL WHERE ip IS NOT NULL AND at <= ?", (before,)
+            )
+
 
 def _append_updates_sync(conn: sqlite3.Connection, room: str, updates: list[bytes]) -> int:
     conn.execute("BEGIN IMMEDIATE")
@@ -773,6 +950,8 @@ def _asset_params(record: AssetRecord) -> tuple[Any, ...]:
         record.created_at,
         record.processed_at,
         record.deleted_at,
+        record.purged_at,
+        record.purge_reason,
     )
 
 

@@ -21,8 +21,78 @@ from . import errors
 from .lockout import LoginLockout
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
-MIN_PASSWORD = 8
+MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 hashes anything, but a megabyte password is an attack
+# The most common passwords of at least MIN_PASSWORD characters in public breach corpora
+# (lower-cased); shorter ones are refused by length already.
+COMMON_PASSWORDS = frozenset(
+    {
+        "1234567890",
+        "12345678910",
+        "0123456789",
+        "0987654321",
+        "1q2w3e4r5t",
+        "1qaz2wsx3edc",
+        "qwertyuiop",
+        "asdfghjkl;",
+        "qwerty1234",
+        "qwerty123456",
+        "password12",
+        "password123",
+        "password1234",
+        "password!1",
+        "passw0rd123",
+        "iloveyou12",
+        "iloveyou123",
+        "football123",
+        "baseball123",
+        "starwars123",
+        "princess123",
+        "sunshine123",
+        "dragon1234",
+        "monkey1234",
+        "letmein123",
+        "welcome123",
+        "welcome1234",
+        "abc1234567",
+        "abcdefghij",
+        "abcd123456",
+        "a123456789",
+        "1234qwerty",
+        "123456789a",
+        "1234567890a",
+        "qazwsxedc123",
+        "zaq12wsxcde",
+        "trustno1234",
+        "changeme123",
+        "administrator",
+        "admin12345",
+        "admin123456",
+        "superman123",
+        "michael123",
+        "jordan2323",
+        "liverpool1",
+        "chelsea123",
+        "computer123",
+        "internet123",
+        "escenario123",
+    }
+)
+
+
+def password_problem(password: str, *, email: str) -> str | None:
+    """Why `password` is not acceptable for the account `email`, or None if it is."""
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        return f"password: must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"
+    if len(set(password)) == 1:
+        return "password: must not be one character repeated"
+    folded = password.strip().casefold()
+    address = email.strip().casefold()
+    if folded in (address, address.split("@", 1)[0]):
+        return "password: must not be your e-mail address"
+    if folded in COMMON_PASSWORDS:
+        return "password: is one of the most common passwords; choose another"
+    return None
 
 
 def hash_token(token: str) -> str:
@@ -61,8 +131,9 @@ class Accounts:
         name = name.strip()
         if not EMAIL_RE.match(email):
             raise errors.ValidationFailed("email: not a valid e-mail address")
-        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-            raise errors.ValidationFailed(f"password: must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+        problem = password_problem(password, email=email)
+        if problem is not None:
+            raise errors.ValidationFailed(problem)
         if not 1 <= len(name) <= 100:
             raise errors.ValidationFailed("name: must be 1 to 100 characters")
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
@@ -118,6 +189,18 @@ class Accounts:
 class Access:
     session: SessionRecord
     role: Role
+    user_id: str = ""
+
+
+class RoleForbidden(errors.Forbidden):
+    """A member tried something their role does not allow (audited centrally, see app.py)."""
+
+    code = "role_forbidden"
+
+    def __init__(self, message: str, *, session_id: str, user_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.user_id = user_id
 
 
 async def session_access(store: Store, session_id: str, user: User) -> Access:
@@ -129,12 +212,13 @@ async def session_access(store: Store, session_id: str, user: User) -> Access:
     role = await store.get_role(session_id, user.id) if session else None
     if session is None or role is None:
         raise errors.NotFound("no such session", code="session_not_found")
-    return Access(session, role)
+    return Access(session, role, user.id)
 
 
 def require(access: Access, *roles: Role) -> None:
     if access.role not in roles:
-        raise errors.Forbidden(
+        raise RoleForbidden(
             f"your role ({access.role.value}) may not do this; needs {' or '.join(r.value for r in roles)}",
-            code="role_forbidden",
+            session_id=access.session.id,
+            user_id=access.user_id,
         )

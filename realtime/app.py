@@ -18,24 +18,28 @@ from starlette.staticfiles import StaticFiles
 from inference.service import JobService
 from persistence.encrypted_blobs import open_encrypted_blobs
 from persistence.factory import open_store
-from persistence.ports import Store
+from persistence.ports import JobRecord, Store
 
 from . import errors
-from .accounts import Accounts
+from .accounts import Accounts, RoleForbidden
 from .api import assets as assets_api
 from .api import auth as auth_api
 from .api import jam as jam_api
 from .api import jam_webrtc as jam_webrtc_api
 from .api import jobs as jobs_api
+from .api import me as me_api
 from .api import preview as preview_api
 from .api import render as render_api
 from .api import sessions as sessions_api
 from .api.common import error_response, services
 from .api.headers import SecurityHeaders
+from .audit import Action, AuditLog, audit_role_denied
 from .config import Settings
+from .jam.doc_bridge import JamDocuments
 from .jam.sessions import JamSessions, engine_config
 from .media.library import AssetLibrary
 from .preview import PreviewHub
+from .retention import RetentionPolicy, RetentionScheduler
 from .services import Services
 from .session.hub import HubConfig, RoomManager
 from .session.room import RoomLimits
@@ -63,6 +67,8 @@ async def healthz(request: Request) -> Response:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ApiError)
+    if isinstance(exc, RoleForbidden):  # every role check ends here: audit it once, centrally
+        await audit_role_denied(request, session_id=exc.session_id, user_id=exc.user_id)
     return error_response(exc)
 
 
@@ -112,6 +118,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             tmp_dir=settings.data_dir / "tmp",
             cache_bytes=settings.asset_cache_bytes,
             max_duration_s=settings.max_asset_duration_s,
+            deletion_grace_s=settings.deletion_grace_s,
         )
         app.state.services = Services(
             settings=settings,
@@ -123,7 +130,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             assets=assets,
             preview=PreviewHub(rooms, the_store, assets),
             jam=JamSessions(engine_config(settings)),
+            audit=AuditLog(the_store),
         )
+        # Jams write live tracks and recordings into their session documents, and feed previews.
+        app.state.services.jam.documents = JamDocuments(rooms, assets, app.state.services.preview)
         jam_api.register_metrics(app.state.services)
         app.state.jam_webrtc = JamWebRtc(
             app.state.services.jam,
@@ -136,10 +146,37 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         )
         jobs = JobService(settings=settings, store=the_store, rooms=rooms, assets=assets)
         app.state.services.jobs = jobs
+        audit_log = app.state.services.audit
+
+        async def audit_job(record: JobRecord) -> None:
+            await audit_log.record_quietly(
+                Action.JOB_STARTED,
+                actor_id=record.created_by,
+                target_type="job",
+                target_id=record.id,
+                session_id=record.session_id,
+                detail={"kind": record.kind.value, "asset_id": record.asset_id},
+            )
+
+        jobs.on_submitted = audit_job
+        app.state.retention = RetentionScheduler(
+            the_store,
+            assets,
+            RetentionPolicy(
+                source_s=settings.retention_source_s,
+                deletion_grace_s=settings.deletion_grace_s,
+                log_ip_s=settings.log_ip_retention_s,
+            ),
+            audit=audit_log,
+            rooms=rooms,
+            jam=app.state.services.jam,
+            interval_s=settings.retention_interval_s,
+        )
         await assets.startup()
         await rooms.start()
         await app.state.services.jam.start()
         await jobs.start()
+        app.state.retention.start()
         log.info(
             "escenario ready",
             extra={
@@ -152,6 +189,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         finally:
             # Every update is already in the log; this compacts rooms and closes sockets cleanly.
             # Jams first: their tick threads stop and their sockets close with 1001.
+            await app.state.retention.close()
             await app.state.jam_webrtc.close_all()  # WebRTC peers leave their jams, connections close
             await app.state.services.jam.close()
             # Jobs before rooms: their last document changes (re-queued jobs) go out with the rooms.
@@ -167,6 +205,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         *auth_api.routes,
         *sessions_api.routes,
+        *me_api.routes,
         *assets_api.routes,
         *render_api.routes,
         *jobs_api.routes,

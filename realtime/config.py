@@ -110,6 +110,18 @@ class Settings:
     # Namespace of the job queue's Redis keys (servers and workers that share a queue agree on it).
     job_queue_prefix: str = "escenario"
 
+    # trust and privacy (issue 7; docs/privacy.md)
+    # Seconds between retention runs (source purges, hard deletions, IP anonymisation); 0: never.
+    retention_interval_s: float = 300.0
+    # An uploaded source's audio is purged this long after its processing completed.
+    retention_source_s: float = 24 * 3600.0
+    # Deleted sessions and assets stay restorable this long, then are hard-deleted; 0: at once.
+    deletion_grace_s: float = 7 * 24 * 3600.0
+    # IP addresses in the audit log are cleared this long after the entry was written.
+    log_ip_retention_s: float = 90 * 24 * 3600.0
+    # Bearer token of GET /api/training/assets (a training pipeline); empty: the endpoint is off (404).
+    training_token: str = ""
+
     @property
     def resolved_models_dir(self) -> Path:
         return Path(self.models_dir) if self.models_dir else self.data_dir / "models"

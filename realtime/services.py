@@ -11,6 +11,7 @@ from persistence.blobs import BlobStore
 from persistence.ports import Store
 
 from .accounts import Accounts
+from .audit import AuditLog
 from .config import Settings
 from .jam.sessions import JamSessions
 from .media.library import AssetLibrary
@@ -37,3 +38,5 @@ class Services:
     # Live jams (one engine per session) and the Prometheus registry of GET /metrics.
     jam: JamSessions = field(default_factory=JamSessions)
     metrics: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=False))
+    # The append-only audit log (realtime/audit.py); None only in tests that build Services by hand.
+    audit: AuditLog | None = None

@@ -388,10 +388,15 @@ def test_opus_is_made_once_and_kept(client: TestClient, owner_and_session: tuple
 # deletion ---------------------------------------------------------------------------------
 
 
-def test_deleting_an_asset_removes_its_row_and_blobs(
-    client: TestClient, owner_and_session: tuple[str, str]
-) -> None:
-    owner, sid = owner_and_session
+# With a grace period (the default, 7 days) a deletion only hides the asset or session until
+# the retention scheduler hard-deletes it (tests/test_retention.py); deletion_grace_s=0 deletes
+# at once, which these tests cover.
+
+
+def test_deleting_an_asset_removes_its_row_and_blobs(make_client: MakeClient) -> None:
+    client = make_client(deletion_grace_s=0)
+    owner = signup(client)
+    sid = new_session(client, owner)
     kept = uploaded(client, owner, sid, wav_bytes(sine(seconds=0.2)))["asset_id"]
     gone = uploaded(client, owner, sid, wav_bytes(sine(seconds=0.3)))["asset_id"]
     client.get(f"/api/assets/{gone}/audio?format=opus", headers=auth(owner))
@@ -403,7 +408,8 @@ def test_deleting_an_asset_removes_its_row_and_blobs(
     assert client.delete(f"/api/assets/{gone}", headers=auth(owner)).status_code == 404
 
 
-def test_deleting_a_session_removes_its_asset_blobs(client: TestClient) -> None:
+def test_deleting_a_session_removes_its_asset_blobs(make_client: MakeClient) -> None:
+    client = make_client(deletion_grace_s=0)
     owner = signup(client)
     sid = new_session(client, owner)
     other = new_session(client, owner)
@@ -420,7 +426,7 @@ def test_deleting_a_session_removes_its_asset_blobs(client: TestClient) -> None:
 
 
 def test_interrupted_deletions_are_finished_at_start(make_client: MakeClient) -> None:
-    client = make_client()
+    client = make_client(deletion_grace_s=0)
     owner = signup(client)
     sid = new_session(client, owner)
     asset = uploaded(client, owner, sid, wav_bytes(sine(seconds=0.2)))["asset_id"]
@@ -429,7 +435,7 @@ def test_interrupted_deletions_are_finished_at_start(make_client: MakeClient) ->
     assert client.portal.call(svc.store.mark_asset_deleted, asset) is True  # type: ignore[union-attr]
     assert len(files_under(svc.settings.data_dir / "blobs")) == 2
     client.__exit__(None, None, None)
-    restarted = make_client()
+    restarted = make_client(deletion_grace_s=0)
     assert files_under(services(restarted).settings.data_dir / "blobs") == []
     assert asset_rows(restarted) == []
 

@@ -24,6 +24,7 @@ from persistence.ports import NotFound as StoreNotFound
 
 from .. import errors
 from ..accounts import Access, require, session_access
+from ..audit import Action, audit
 from ..media.decode import CorruptAudio, NotAudio, TooLong
 from ..media.encode import MIME_TYPES
 from .common import Caller, authenticate, iso, services
@@ -34,6 +35,8 @@ MAX_PEAK_WIDTH = 65536
 DEFAULT_PEAK_WIDTH = 1000
 AUDIO_FORMATS = ("flac", "opus")
 _DIGITS = re.compile(r"[0-9]{1,18}")
+# Assets that hold no samples (a transcription's MIDI file): no waveform, no audio stream.
+NOT_AUDIO_MIMES = frozenset({"audio/midi"})
 
 
 def asset_json(a: AssetRecord) -> dict[str, Any]:
@@ -51,6 +54,9 @@ def asset_json(a: AssetRecord) -> dict[str, Any]:
         "uploader_id": a.uploader_id,
         "created_at": iso(a.created_at),
         "processed_at": None if a.processed_at is None else iso(a.processed_at),
+        # Retention removed the audio of this source after processing (docs/privacy.md).
+        "purged_at": None if a.purged_at is None else iso(a.purged_at),
+        "purge_reason": a.purge_reason,
     }
 
 
@@ -76,6 +82,27 @@ async def _asset(request: Request, caller: Caller, *roles: Role) -> tuple[AssetR
     if roles:
         require(access, *roles)
     return record, access
+
+
+class SourcePurged(errors.ApiError):
+    status = 410
+    code = "source_purged"
+
+
+def require_audio(record: AssetRecord) -> None:
+    """409 `not_audio` for an asset without samples, rather than a mislabelled body or a 500;
+    410 `source_purged` for a source whose audio retention removed."""
+    if record.purged_at is not None:
+        raise SourcePurged(
+            f"this upload's audio was deleted after processing ({record.purge_reason or 'retention'}); "
+            "its stems, MIDI and masters are kept"
+        )
+    if record.mime in NOT_AUDIO_MIMES:
+        raise errors.Conflict(
+            f"this asset is {record.mime}, not audio: it has no waveform or audio stream"
+            + (f"; download it from /api/assets/{record.id}/midi" if record.mime == "audio/midi" else ""),
+            code="not_audio",
+        )
 
 
 async def upload_asset(request: Request) -> Response:
@@ -126,7 +153,18 @@ async def get_asset(request: Request) -> Response:
 async def delete_asset(request: Request) -> Response:
     caller = await authenticate(request)
     record, _ = await _asset(request, caller, Role.OWNER, Role.EDITOR)
-    await services(request).assets.delete(record)
+    svc = services(request)
+    # Soft deletion with a grace period (POST /api/assets/{id}/restore undoes it; see retention.py).
+    await svc.assets.delete(record)
+    await audit(
+        request,
+        Action.ASSET_DELETED,
+        actor_id=caller.user.id,
+        target_type="asset",
+        target_id=record.id,
+        session_id=record.session_id,
+        detail={"name": record.name, "grace_s": svc.assets.deletion_grace_s},
+    )
     return Response(status_code=204)
 
 
@@ -137,6 +175,7 @@ async def get_peaks(request: Request) -> Response:
     if not 1 <= width <= MAX_PEAK_WIDTH:
         raise errors.ValidationFailed(f"width: must be an integer from 1 to {MAX_PEAK_WIDTH}")
     record, _ = await _asset(request, caller)
+    require_audio(record)
     mins, maxs = await services(request).assets.peaks(record, width)
 
     def render() -> bytes:
@@ -196,6 +235,7 @@ async def get_audio(request: Request) -> Response:
     if fmt not in AUDIO_FORMATS:
         raise errors.ValidationFailed(f"format: must be one of {', '.join(AUDIO_FORMATS)}")
     record, _ = await _asset(request, caller)
+    require_audio(record)
     svc = services(request)
     try:
         key = await svc.assets.audio_key(record, fmt)

@@ -11,7 +11,7 @@ from typing import Any, cast
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 
-from persistence.ports import SessionRecord, User
+from persistence.ports import Consent, SessionRecord, User
 
 from .. import errors
 from ..services import Services
@@ -33,6 +33,15 @@ def iso(ts: float) -> str:
 
 def user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "email": user.email, "name": user.name, "created_at": iso(user.created_at)}
+
+
+def consent_json(c: Consent) -> dict[str, Any]:
+    return {
+        "training_opt_in": c.training_opt_in,
+        "training_opt_in_at": None if c.training_opt_in_at is None else iso(c.training_opt_in_at),
+        "marketing_opt_in": c.marketing_opt_in,
+        "marketing_opt_in_at": None if c.marketing_opt_in_at is None else iso(c.marketing_opt_in_at),
+    }
 
 
 def session_json(s: SessionRecord, role: str | None = None) -> dict[str, Any]:

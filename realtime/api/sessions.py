@@ -10,6 +10,8 @@ from persistence.ports import Role
 
 from .. import errors
 from ..accounts import require, session_access
+from ..audit import Action, audit
+from ..retention import hard_delete_session
 from ..session.room import CloseCode
 from ..session.schema import init_document, set_title
 from .common import authenticate, field_str, read_json, services, session_json
@@ -87,10 +89,28 @@ async def delete_session(request: Request) -> Response:
     svc = services(request)
     access = await session_access(svc.store, request.path_params["session_id"], caller.user)
     require(access, Role.OWNER)
-    await svc.rooms.delete(access.session.id)
-    # Asset rows go with the session (ON DELETE CASCADE); their blobs must go first.
-    await svc.assets.purge_session(access.session.id)
-    await svc.store.delete_session(access.session.id)
+    sid = access.session.id
+    if svc.settings.deletion_grace_s > 0:
+        # Soft deletion (realtime/retention.py): hidden first, so nobody reconnects, then the
+        # jam and the room close; restorable (POST .../restore) until the grace period ends.
+        await svc.store.mark_session_deleted(sid)
+        svc.jam.close_session(sid, CloseCode.NOT_FOUND, "session deleted", discard=True)
+        if svc.jobs is not None:  # no work for a hidden session (a restore does not resume it)
+            for job in await svc.store.list_jobs(sid, limit=1000):
+                if not job.status.finished:
+                    await svc.jobs.cancel(job)
+        await svc.rooms.delete(sid)
+    else:
+        await hard_delete_session(svc.store, svc.assets, sid, rooms=svc.rooms, jam=svc.jam)
+    await audit(
+        request,
+        Action.SESSION_DELETED,
+        actor_id=caller.user.id,
+        target_type="session",
+        target_id=sid,
+        session_id=sid,
+        detail={"title": access.session.title, "grace_s": svc.settings.deletion_grace_s},
+    )
     return Response(status_code=204)
 
 
@@ -116,6 +136,17 @@ async def add_member(request: Request) -> Response:
     if previous is not None and previous != role:
         # Open sockets were authorised with the old role: make them reconnect with the new one.
         svc.rooms.kick_user(access.session.id, user.id, CloseCode.ROLE_CHANGED, "your role changed")
+        svc.jam.kick_user(access.session.id, user.id, CloseCode.ROLE_CHANGED, "your role changed")
+    if previous != role:  # setting the same role again changes nothing worth recording
+        await audit(
+            request,
+            Action.MEMBER_ADDED if previous is None else Action.MEMBER_ROLE_CHANGED,
+            actor_id=caller.user.id,
+            target_type="user",
+            target_id=user.id,
+            session_id=access.session.id,
+            detail={"role": role.value, "previous": None if previous is None else previous.value},
+        )
     status = 200 if previous is not None else 201
     return JSONResponse(
         {"user_id": user.id, "email": user.email, "name": user.name, "role": role.value}, status_code=status
@@ -133,7 +164,16 @@ async def remove_member(request: Request) -> Response:
         raise errors.Conflict("the owner cannot be removed; delete the session instead", code="is_owner")
     if not await svc.store.remove_member(access.session.id, user_id):
         raise errors.NotFound("not a member of this session", code="member_not_found")
+    await audit(
+        request,
+        Action.MEMBER_REMOVED,
+        actor_id=caller.user.id,
+        target_type="user",
+        target_id=user_id,
+        session_id=access.session.id,
+    )
     svc.rooms.kick_user(access.session.id, user_id, CloseCode.FORBIDDEN, "you were removed from this session")
+    svc.jam.kick_user(access.session.id, user_id, CloseCode.FORBIDDEN, "you were removed from this session")
     return Response(status_code=204)
 
 

@@ -139,8 +139,12 @@ class AssetLibrary:
         tmp_dir: Path,
         cache_bytes: int,
         max_duration_s: float,
+        deletion_grace_s: float = 0.0,
     ) -> None:
         self.store = store
+        # How long a deleted asset stays restorable (its blobs kept) before the hard deletion;
+        # 0 deletes at once. The retention scheduler finishes due deletions.
+        self.deletion_grace_s = max(0.0, float(deletion_grace_s))
         self.blobs = blobs
         self.tmp_dir = Path(tmp_dir)
         self.max_duration_s = max_duration_s
@@ -332,11 +336,33 @@ class AssetLibrary:
 
     # deletion -------------------------------------------------------------------------
     async def delete(self, record: AssetRecord) -> bool:
-        """Hide the asset, remove its blobs, then its row. False if it was already going."""
+        """Hide the asset; with no grace period also remove its blobs, then its row.
+
+        With a grace period the blobs and the row stay until `sweep_deleted` finds the
+        deletion due, and `Store.restore_asset` can undo it until then. False if the asset
+        was already going."""
         if not await self.store.mark_asset_deleted(record.id):
             return False
-        await self._finish_deletion(record)
+        if self.deletion_grace_s <= 0:
+            await self._finish_deletion(record)
         return True
+
+    async def purge_source(self, record: AssetRecord, *, at: float, reason: str) -> bool:
+        """Remove an asset's audio but keep its row, marked purged with `reason`.
+
+        Blobs go first, so a crash leaves the asset due for purging again rather than marked
+        purged with its audio still stored; they are removed once more after the mark, in
+        case a rendition (opus, peaks) was made from the audio in between. False if the asset
+        was already purged or is gone."""
+        keys = AssetKeys.of(record.id)
+        self._forget(record.id)
+        await self._delete_blobs(keys)
+        if record.blob_key not in keys.all():
+            await self.blobs.delete(record.blob_key)
+        marked = await self.store.mark_asset_purged(record.id, at=at, reason=reason)
+        self._forget(record.id)
+        await self._delete_blobs(keys)
+        return marked
 
     async def purge_session(self, session_id: str) -> int:
         """Remove the blobs of every asset of a session, before the session itself goes."""
@@ -347,19 +373,28 @@ class AssetLibrary:
             await self._finish_deletion(record)
         return len(records)
 
-    async def sweep_deleted(self) -> int:
-        """Finish deletions that a crash interrupted (rows hidden, blobs maybe still there)."""
+    async def sweep_deleted(self, now: float | None = None) -> int:
+        """Finish deletions that are due: begun at least the grace period before `now`
+        (also those a crash interrupted: rows hidden, blobs maybe still there)."""
+        cutoff = (time.time() if now is None else now) - self.deletion_grace_s
         done = 0
-        while batch := await self.store.list_deleted_assets(limit=100):
+        while batch := await self.store.list_deleted_assets_before(cutoff, limit=100):
             for record in batch:
                 await self._finish_deletion(record)
                 done += 1
         return done
 
+    async def finish_deletion(self, record: AssetRecord) -> None:
+        """Hard-delete an asset whose deletion began (`delete`): its blobs, then its row."""
+        await self._finish_deletion(record)
+
+    def _forget(self, asset_id: str) -> None:
+        self.samples_cache.discard(asset_id)
+        self._peak_levels.pop(asset_id, None)
+        self._opus_locks.pop(asset_id, None)
+
     async def _finish_deletion(self, record: AssetRecord) -> None:
-        self.samples_cache.discard(record.id)
-        self._peak_levels.pop(record.id, None)
-        self._opus_locks.pop(record.id, None)
+        self._forget(record.id)
         keys = AssetKeys.of(record.id)
         await self._delete_blobs(keys)
         if record.blob_key not in keys.all():
