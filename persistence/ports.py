@@ -134,6 +134,20 @@ class Consent:
 
 
 @dataclass(frozen=True, slots=True)
+class InviteRecord:
+    """A single-use invite into a session (migration 0005)."""
+
+    id: str
+    session_id: str
+    role: Role
+    created_by: str | None
+    created_at: float
+    expires_at: float
+    used_at: float | None
+    used_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One entry of the append-only audit log. `ip` is None once anonymised (or never known)."""
 
@@ -490,6 +504,33 @@ class Store(Protocol):
 
     async def anonymise_audit_ips(self, *, before: float) -> int:
         """Clear the IP address of entries at or before `before`; how many were cleared."""
+
+    # erasure (migration 0005) ---------------------------------------------------------------
+    async def list_owned_sessions(self, user_id: str) -> list[SessionRecord]:
+        """Every session the user owns, deleted (within the grace period) or not."""
+
+    async def transfer_session(self, session_id: str, *, from_user_id: str, to_user_id: str) -> bool:
+        """Make `to_user_id` (already a member) the owner of a session `from_user_id` owns; the
+        new owner's membership becomes `owner`. False if either condition does not hold."""
+
+    async def erase_user(
+        self, user_id: str, *, name: str, replacement: str, session_ids: Collection[str] = ()
+    ) -> bool:
+        """Remove an account in one transaction: its tokens and memberships (cascade) and its
+        consent (columns of the account); its audit entries lose actor/target id, IP and detail,
+        as do the entries of `session_ids` (its deleted sessions) and of the assets it uploaded;
+        `name` is replaced by `replacement` in the names of assets it uploaded elsewhere (which
+        stay, their uploader cleared). The user must own no session any more (`Conflict`).
+        False if there is no such user."""
+
+    async def create_invite(self, invite: InviteRecord) -> None:
+        """Store a new (unused) invite; `NotFound` if its session or creator does not exist."""
+
+    async def get_invite(self, invite_id: str) -> InviteRecord | None: ...
+
+    async def use_invite(self, invite_id: str, *, user_id: str, at: float) -> InviteRecord | None:
+        """Mark an unused invite that has not expired at `at` as used by `user_id`, atomically
+        (two accepting at once: one wins); the used record, or None (then `get_invite` says why)."""
 
 
 @runtime_checkable

@@ -59,6 +59,7 @@ from persistence.ports import (
     Conflict,
     Consent,
     Credentials,
+    InviteRecord,
     JobKind,
     JobPriority,
     JobRecord,
@@ -883,6 +884,101 @@ class PostgresStore:
             await pool.execute("UPDATE audit_log SET ip = NULL WHERE ip IS NOT NULL AND at <= $1", before)
         )
 
+    # erasure --------------------------------------------------------------------------
+    async def list_owned_sessions(self, user_id: str) -> list[SessionRecord]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE owner_id = $1 ORDER BY created_at, id", user_id
+        )
+        return [session_from_row(row) for row in rows]
+
+    async def transfer_session(self, session_id: str, *, from_user_id: str, to_user_id: str) -> bool:
+        async with self._transaction() as conn:
+            moved = _count(
+                await conn.execute(
+                    "UPDATE sessions SET owner_id = $1 WHERE id = $2 AND owner_id = $3 AND $1 <> $3 "
+                    "AND EXISTS (SELECT 1 FROM session_members WHERE session_id = $2 AND user_id = $1)",
+                    to_user_id,
+                    session_id,
+                    from_user_id,
+                )
+            )
+            if moved:
+                await conn.execute(
+                    "UPDATE session_members SET role = 'owner' WHERE session_id = $1 AND user_id = $2",
+                    session_id,
+                    to_user_id,
+                )
+        return bool(moved)
+
+    async def erase_user(
+        self, user_id: str, *, name: str, replacement: str, session_ids: Collection[str] = ()
+    ) -> bool:
+        async with self._transaction() as conn:
+            if await conn.fetchval("SELECT 1 FROM sessions WHERE owner_id = $1 LIMIT 1", user_id):
+                raise Conflict(f"user {user_id!r} still owns sessions")
+            if session_ids:
+                await conn.execute(
+                    "UPDATE audit_log SET detail = '{}' WHERE session_id = ANY($1::text[])", list(session_ids)
+                )
+            await conn.execute(
+                "UPDATE audit_log SET detail = '{}' "
+                "WHERE target_id IN (SELECT id FROM assets WHERE uploader_id = $1)",
+                user_id,
+            )
+            await conn.execute(
+                "UPDATE audit_log SET "
+                "actor_id = CASE WHEN actor_id = $1 THEN NULL ELSE actor_id END, "
+                "target_id = CASE WHEN target_id = $1 THEN NULL ELSE target_id END, "
+                "ip = NULL, detail = '{}' WHERE actor_id = $1 OR target_id = $1",
+                user_id,
+            )
+            if name:
+                await conn.execute(
+                    "UPDATE assets SET name = replace(name, $1, $2) WHERE uploader_id = $3",
+                    name,
+                    replacement,
+                    user_id,
+                )
+            # Tokens and memberships go by ON DELETE CASCADE; assets and jobs keep their rows
+            # with the uploader / author cleared (ON DELETE SET NULL).
+            deleted = _count(await conn.execute("DELETE FROM users WHERE id = $1", user_id))
+        return bool(deleted)
+
+    # invites --------------------------------------------------------------------------
+    async def create_invite(self, invite: InviteRecord) -> None:
+        pool = await self._get_pool()
+        try:
+            await pool.execute(
+                f"INSERT INTO invites ({_INVITE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                invite.id,
+                invite.session_id,
+                Role(invite.role).value,
+                invite.created_by,
+                invite.created_at,
+                invite.expires_at,
+                invite.used_at,
+                invite.used_by,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"no session {invite.session_id!r} or no user {invite.created_by!r}") from exc
+
+    async def get_invite(self, invite_id: str) -> InviteRecord | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(f"SELECT {_INVITE_COLUMNS} FROM invites WHERE id = $1", invite_id)
+        return None if row is None else _invite_from_row(row)
+
+    async def use_invite(self, invite_id: str, *, user_id: str, at: float) -> InviteRecord | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            "UPDATE invites SET used_at = $1, used_by = $2 "
+            f"WHERE id = $3 AND used_at IS NULL AND expires_at > $1 RETURNING {_INVITE_COLUMNS}",
+            at,
+            user_id,
+            invite_id,
+        )
+        return None if row is None else _invite_from_row(row)
+
 
 def _count(status: str) -> int:
     """Rows affected, from a command status such as 'DELETE 3' or 'INSERT 0 1'."""
@@ -893,3 +989,19 @@ def _lock_key(schema: str | None) -> int:
     # A stable signed 64-bit key per schema, so stores in different schemas migrate in parallel.
     digest = hashlib.blake2b(f"escenario.migrate:{schema or ''}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+_INVITE_COLUMNS = "id, session_id, role, created_by, created_at, expires_at, used_at, used_by"
+
+
+def _invite_from_row(row: Any) -> InviteRecord:
+    return InviteRecord(
+        id=row[0],
+        session_id=row[1],
+        role=Role(row[2]),
+        created_by=row[3],
+        created_at=float(row[4]),
+        expires_at=float(row[5]),
+        used_at=None if row[6] is None else float(row[6]),
+        used_by=row[7],
+    )

@@ -62,6 +62,7 @@ from persistence.ports import (
     Conflict,
     Consent,
     Credentials,
+    InviteRecord,
     JobKind,
     JobPriority,
     JobRecord,
@@ -908,6 +909,104 @@ class SqliteStore:
                 db, "UPDATE audit_log SET ip = NULL WHERE ip IS NOT NULL AND at <= ?", (before,)
             )
 
+    # erasure --------------------------------------------------------------------------
+    async def list_owned_sessions(self, user_id: str) -> list[SessionRecord]:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE owner_id = ? ORDER BY created_at, id",
+                (user_id,),
+            )
+        return [session_from_row(row) for row in rows]
+
+    async def transfer_session(self, session_id: str, *, from_user_id: str, to_user_id: str) -> bool:
+        async with self._transaction() as db:
+            moved = await _run(
+                db,
+                "UPDATE sessions SET owner_id = ? WHERE id = ? AND owner_id = ? AND ? != ? AND EXISTS "
+                "(SELECT 1 FROM session_members WHERE session_id = ? AND user_id = ?)",
+                (to_user_id, session_id, from_user_id, to_user_id, from_user_id, session_id, to_user_id),
+            )
+            if moved:
+                await _run(
+                    db,
+                    "UPDATE session_members SET role = 'owner' WHERE session_id = ? AND user_id = ?",
+                    (session_id, to_user_id),
+                )
+        return bool(moved)
+
+    async def erase_user(
+        self, user_id: str, *, name: str, replacement: str, session_ids: Collection[str] = ()
+    ) -> bool:
+        sids = list(session_ids)
+        async with self._transaction() as db:
+            owned = await db.execute_fetchall("SELECT 1 FROM sessions WHERE owner_id = ? LIMIT 1", (user_id,))
+            if owned:
+                raise Conflict(f"user {user_id!r} still owns sessions")
+            if sids:
+                marks = ", ".join("?" * len(sids))
+                await _run(db, f"UPDATE audit_log SET detail = '{{}}' WHERE session_id IN ({marks})", sids)
+            await _run(
+                db,
+                "UPDATE audit_log SET detail = '{}' "
+                "WHERE target_id IN (SELECT id FROM assets WHERE uploader_id = ?)",
+                (user_id,),
+            )
+            await _run(
+                db,
+                "UPDATE audit_log SET "
+                "actor_id = CASE WHEN actor_id = ? THEN NULL ELSE actor_id END, "
+                "target_id = CASE WHEN target_id = ? THEN NULL ELSE target_id END, "
+                "ip = NULL, detail = '{}' WHERE actor_id = ? OR target_id = ?",
+                (user_id, user_id, user_id, user_id),
+            )
+            if name:
+                await _run(
+                    db,
+                    "UPDATE assets SET name = replace(name, ?, ?) WHERE uploader_id = ?",
+                    (name, replacement, user_id),
+                )
+            # Tokens and memberships go by ON DELETE CASCADE; assets and jobs keep their rows
+            # with the uploader / author cleared (ON DELETE SET NULL).
+            deleted = await _run(db, "DELETE FROM users WHERE id = ?", (user_id,))
+        return bool(deleted)
+
+    # invites --------------------------------------------------------------------------
+    async def create_invite(self, invite: InviteRecord) -> None:
+        async with self._transaction() as db:
+            with _foreign_key_is_not_found(
+                f"no session {invite.session_id!r} or no user {invite.created_by!r}"
+            ):
+                await _run(
+                    db,
+                    f"INSERT INTO invites ({_INVITE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        invite.id,
+                        invite.session_id,
+                        Role(invite.role).value,
+                        invite.created_by,
+                        invite.created_at,
+                        invite.expires_at,
+                        invite.used_at,
+                        invite.used_by,
+                    ),
+                )
+
+    async def get_invite(self, invite_id: str) -> InviteRecord | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_INVITE_COLUMNS} FROM invites WHERE id = ?", (invite_id,)
+            )
+        return _first(_invite_from_row(row) for row in rows)
+
+    async def use_invite(self, invite_id: str, *, user_id: str, at: float) -> InviteRecord | None:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "UPDATE invites SET used_at = ?, used_by = ? "
+                f"WHERE id = ? AND used_at IS NULL AND expires_at > ? RETURNING {_INVITE_COLUMNS}",
+                (at, user_id, invite_id, at),
+            )
+        return _first(_invite_from_row(row) for row in rows)
+
 
 def _append_updates_sync(conn: sqlite3.Connection, room: str, updates: list[bytes]) -> int:
     conn.execute("BEGIN IMMEDIATE")
@@ -974,3 +1073,19 @@ def _foreign_key_is_not_found(message: str) -> Iterator[None]:
         if "FOREIGN KEY" in str(exc):
             raise NotFound(message) from exc
         raise
+
+
+_INVITE_COLUMNS = "id, session_id, role, created_by, created_at, expires_at, used_at, used_by"
+
+
+def _invite_from_row(row: Any) -> InviteRecord:
+    return InviteRecord(
+        id=row[0],
+        session_id=row[1],
+        role=Role(row[2]),
+        created_by=row[3],
+        created_at=float(row[4]),
+        expires_at=float(row[5]),
+        used_at=None if row[6] is None else float(row[6]),
+        used_by=row[7],
+    )

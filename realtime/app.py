@@ -20,7 +20,7 @@ from persistence.encrypted_blobs import open_encrypted_blobs
 from persistence.factory import open_store
 from persistence.ports import JobRecord, Store
 
-from . import errors
+from . import errors, invites
 from .accounts import Accounts, RoleForbidden
 from .api import assets as assets_api
 from .api import auth as auth_api
@@ -206,6 +206,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         *auth_api.routes,
         *sessions_api.routes,
         *me_api.routes,
+        *invites.routes,
         *assets_api.routes,
         *render_api.routes,
         *jobs_api.routes,

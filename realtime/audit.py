@@ -40,6 +40,12 @@ class Action(enum.StrEnum):
     ROLE_DENIED = "access.role_denied"
     JOB_STARTED = "job.start"
     CONSENT_CHANGED = "consent.change"
+    ACCOUNT_ERASED = "account.erase"
+    ACCOUNT_ERASE_DENIED = "account.erase_denied"
+    EXPORT_REQUESTED = "account.export"
+    EXPORT_DOWNLOADED = "account.export_download"
+    INVITE_CREATED = "invite.create"
+    INVITE_ACCEPTED = "invite.accept"
 
 
 def client_ip(conn: HTTPConnection) -> str | None:

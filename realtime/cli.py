@@ -33,6 +33,10 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--log-level", help="debug|info|warning|error (ESCENARIO_LOG_LEVEL)")
     p.add_argument("--log-format", choices=["json", "text"], help="ESCENARIO_LOG_FORMAT, default json")
     p.add_argument(
+        "--tls-cert", help="PEM certificate (chain) to serve HTTPS/WSS directly (ESCENARIO_TLS_CERT)"
+    )
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (ESCENARIO_TLS_KEY)")
+    p.add_argument(
         "--dsp-backend",
         choices=["auto", "numba", "cupy"],
         help="mix kernels on the CPU (numba) or a CUDA GPU (cupy, needs the [gpu] extra); "
@@ -443,7 +447,22 @@ def build_settings(args: argparse.Namespace) -> Settings:
         inference_threads=args.inference_threads,
         inference_max_batch=args.inference_max_batch,
         inference_precision=args.inference_precision,
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
     )
+
+
+def tls_options(settings: Settings) -> dict[str, str]:
+    """uvicorn's TLS arguments; `SystemExit` with the reason for a half or missing pair."""
+    cert, key = settings.tls_cert, settings.tls_key
+    if not cert and not key:
+        return {}
+    if not cert or not key:
+        raise SystemExit("escenario serve: --tls-cert and --tls-key go together")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not Path(path).is_file():
+            raise SystemExit(f"escenario serve: {flag} {path}: no such file")
+    return {"ssl_certfile": cert, "ssl_keyfile": key}
 
 
 def serve(settings: Settings) -> None:
@@ -472,11 +491,16 @@ def serve(settings: Settings) -> None:
         max_batch=settings.inference_max_batch,
         precision=settings.inference_precision,
     )
+    tls = tls_options(settings)
+    if tls:
+        settings = settings.replace(cookie_secure=True)  # cookies only ever travel over TLS
     app = create_app(settings)
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
+        ssl_certfile=tls.get("ssl_certfile"),
+        ssl_keyfile=tls.get("ssl_keyfile"),
         log_config=None,
         ws=EscenarioWebSocketProtocol,
         ws_max_size=settings.max_message_bytes,

@@ -32,6 +32,9 @@ class Settings:
     # accounts
     token_ttl_s: int = 30 * 24 * 3600
     cookie_secure: bool = False
+    # HTTPS/WSS served directly (PEM files; both or neither). With them, cookies are Secure.
+    tls_cert: str = ""
+    tls_key: str = ""
 
     # sync limits
     max_message_bytes: int = 16 * 1024 * 1024

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from persistence.ports import AuditRecord, Role
@@ -25,8 +25,12 @@ from persistence.ports import AuditRecord, Role
 from .. import errors
 from ..accounts import require, session_access
 from ..audit import Action, audit
+from ..erasure import check_password, erase_account, parse_transfer
+from ..export import ExportJob, Exports
 from .assets import asset_json
 from .common import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
     authenticate,
     bearer_token,
     consent_json,
@@ -208,7 +212,141 @@ async def training_assets(request: Request) -> Response:
     )
 
 
+async def erase_me(request: Request) -> Response:
+    """`DELETE /api/me` {password, transfer?}: erase the account (realtime/erasure.py)."""
+    caller = await authenticate(request)
+    data = await read_json(request)
+    password = data.get("password")
+    if not isinstance(password, str) or not password:
+        raise errors.ValidationFailed("password: required string (your current password)")
+    transfer = parse_transfer(data.get("transfer"))
+    svc = services(request)
+    user = caller.user
+    if not await check_password(svc, user, password):
+        await audit(
+            request,
+            Action.ACCOUNT_ERASE_DENIED,
+            actor_id=user.id,
+            target_type="user",
+            target_id=user.id,
+            detail={"reason": "wrong_password"},
+        )
+        raise errors.Forbidden("the password is wrong; the account was not erased", code="wrong_password")
+    report = await erase_account(svc, user, transfer)
+    # Its archives go too, and any an earlier run of the server left behind.
+    await (await _exports(request)).forget_user(user.id)
+    # The event stays, without whose account it was.
+    await audit(
+        request,
+        Action.ACCOUNT_ERASED,
+        target_type="user",
+        ip=None,
+        detail={
+            "sessions_deleted": report.sessions_deleted,
+            "sessions_transferred": report.sessions_transferred,
+        },
+    )
+    response = JSONResponse(
+        {
+            "erased": True,
+            "sessions_deleted": report.sessions_deleted,
+            "sessions_transferred": report.sessions_transferred,
+            "documents_anonymised": report.documents_anonymised,
+        }
+    )
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+    return response
+
+
+async def _exports(request: Request) -> Exports:
+    """The app's export jobs (made on first use, on the app's loop, removing the archives an
+    earlier run left: jobs live in memory)."""
+    exports: Exports | None = getattr(request.app.state, "exports", None)
+    if exports is None:
+        exports = Exports(services(request))
+        request.app.state.exports = exports
+        await exports.sweep_orphans()
+    return exports
+
+
+def _export_json(exports: Exports, job: ExportJob) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status,
+        "progress": job.progress,
+        "error": job.error,
+        "created_at": iso(job.created_at),
+        "expires_at": None if job.expires_at is None else iso(job.expires_at),
+        "size_bytes": job.size_bytes,
+    }
+    if job.status == "done":
+        body["download_url"] = exports.link(job)
+    return body
+
+
+async def start_export(request: Request) -> Response:
+    caller = await authenticate(request)
+    exports = await _exports(request)
+    await exports.sweep()
+    job = exports.start(caller.user)
+    await audit(
+        request,
+        Action.EXPORT_REQUESTED,
+        actor_id=caller.user.id,
+        target_type="user",
+        target_id=caller.user.id,
+        detail={"export_id": job.id},
+    )
+    return JSONResponse(_export_json(exports, job), status_code=202)
+
+
+async def export_status(request: Request) -> Response:
+    caller = await authenticate(request)
+    exports = await _exports(request)
+    await exports.sweep()
+    job = exports.get(request.path_params["export_id"], caller.user.id)
+    if job is None:  # another user's export does not exist, as far as this caller knows
+        raise errors.NotFound("no such export", code="export_not_found")
+    return JSONResponse(_export_json(exports, job))
+
+
+async def export_download(request: Request) -> Response:
+    """The signed link: no sign-in needed, the signature is the permission."""
+    exports = await _exports(request)
+    export_id = request.path_params["export_id"]
+    params = request.query_params
+    if not exports.verify(export_id, params.get("exp", ""), params.get("sig", "")):
+        raise errors.Forbidden("this download link is invalid or expired", code="bad_signature")
+    await exports.sweep()
+    job = exports.jobs.get(export_id)
+    if job is None or job.status != "done":
+        raise errors.NotFound("no such export (it may have expired)", code="export_not_found")
+    svc = services(request)
+    await audit(
+        request,
+        Action.EXPORT_DOWNLOADED,
+        actor_id=job.user_id,
+        target_type="user",
+        target_id=job.user_id,
+        detail={"export_id": job.id},
+    )
+    key = job.blob_key
+    return StreamingResponse(
+        svc.blobs.stream(key),
+        media_type="application/zip",
+        headers={
+            "content-disposition": f'attachment; filename="escenario-export-{job.id}.zip"',
+            "cache-control": "no-store",
+        },
+    )
+
+
 routes = [
+    Route("/api/me/export", start_export, methods=["POST"]),
+    Route("/api/me/export/{export_id}", export_status, methods=["GET"]),
+    Route("/api/me/export/{export_id}/download", export_download, methods=["GET"]),
+    Route("/api/me", erase_me, methods=["DELETE"]),
     Route("/api/me", patch_me, methods=["PATCH"]),
     Route("/api/me/audit", my_audit, methods=["GET"]),
     Route("/api/sessions/{session_id}/audit", session_audit, methods=["GET"]),
