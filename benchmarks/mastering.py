@@ -40,10 +40,6 @@ from typing import Any
 import numpy as np
 import pyloudnorm
 import scipy.signal
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from _common import code_state, machine_info
 
 from inference.mastering import master

@@ -23,12 +23,16 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 import yaml
 
-from ._demucs_compat import ModelLoadingError, hub_offline, load_local_bag, load_th_repo
+if TYPE_CHECKING:
+    import torch
+
+# torch and demucs are imported where a model is loaded or fetched, not here: the server
+# imports this module to check that a job's model is installed, and must not pay for (or hold
+# the memory of) torch to do so.
 
 __all__ = [
     "ModelError",
@@ -454,6 +458,8 @@ def _download_legacy(name: str, dest: Path, say: Progress) -> None:
         url = urls[sig]
         filename = url.rsplit("/", 1)[-1]  # `<sig>-<sha8>.th`: demucs verifies the checksum
         say(f"downloading {filename}")
+        import torch.hub
+
         torch.hub.download_url_to_file(url, str(dest / filename), progress=False)
 
 
@@ -462,6 +468,8 @@ def load_separation_model(name: str, models_dir: Path, device: str | torch.devic
 
     Returns demucs' own object (`HTDemucs`, `HDemucs`, `Demucs` or `BagOfModels`).
     """
+    from ._demucs_compat import ModelLoadingError, hub_offline, load_local_bag, load_th_repo
+
     store = ModelStore(models_dir)
     store.resolve(name)
     info = store.info(name)

@@ -101,6 +101,9 @@ class PoolConfig:
     # Separation jobs one worker runs at once (their segments share batches); 0: max_batch.
     job_slots: int = 0
     nice: int = 10
+    # CPU workers run in Linux's SCHED_IDLE class (see `WorkerConfig.sched_idle`); GPU workers
+    # keep the normal class, so that feeding the GPU is not starved by a busy server.
+    sched_idle_cpu: bool = True
 
     def worker_configs(self) -> list[WorkerConfig]:
         if self.device == "auto":
@@ -117,6 +120,7 @@ class PoolConfig:
                 max_batch=self.max_batch or (1 if device == "cpu" else 8),
                 precision=self.precision,
                 nice=self.nice,
+                sched_idle=self.sched_idle_cpu and device == "cpu",
             )
             for device in devices
         ]

@@ -375,3 +375,33 @@ async def resubmit_queued(store: Store, queue: JobQueue, *, limit: int = 10_000)
     for job in jobs:
         await queue.put(job.id, job.kind.value, priority=job.priority.value)
     return [job.id for job in jobs]
+
+
+async def recover_shared_queue(
+    store: Store,
+    queue: JobQueue,
+    *,
+    max_attempts: int,
+    idle_s: float,
+    stranded_s: float,
+    now: float | None = None,
+    limit: int = 10_000,
+) -> tuple[list[str], list[str], list[str]]:
+    """Startup recovery for a queue that outlives servers (Redis): (requeued, ended, put).
+
+    `Store.recover_jobs(idle_s=…)` settles `running` rows nobody touched for `idle_s`; the
+    ones it moves back to `queued` may have no stream entry left (their worker was alive
+    after all, its fenced final write failed and it acknowledged the delivery), so they are
+    put again. So is every `queued` row not updated for `stranded_s`: a server that died
+    between `create_job` and `put` left one that no stream holds. Where an entry does still
+    exist the extra one is harmless: `claim_job` skips a job that is no longer queued.
+    """
+    requeued, ended = await store.recover_jobs(max_attempts, idle_s=idle_s)
+    cutoff = (time.time() if now is None else now) - stranded_s
+    again = set(requeued)
+    put: list[str] = []
+    for job in await store.list_jobs_by_status({JobStatus.QUEUED}, limit=limit):
+        if job.id in again or job.updated_at <= cutoff:
+            await queue.put(job.id, job.kind.value, priority=job.priority.value)
+            put.append(job.id)
+    return requeued, ended, put

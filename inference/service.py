@@ -15,7 +15,9 @@
 - lays a finished job's result out as tracks (`inference.placement`) in the same transaction
   that marks the entry `done`, so it happens once even across restarts;
 - at startup, settles jobs a dead server left `running` (`Store.recover_jobs`: re-queued, or
-  failed once they have used up their attempts) and queues the queued ones again.
+  failed once they have used up their attempts) and queues the queued ones again (with
+  Redis: the re-queued ones and queued rows older than `STRANDED_QUEUED_S`, which may be in
+  no stream; `inference.queue.recover_shared_queue`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,14 @@ from realtime.session.hub import RoomManager, RoomRunner
 from . import placement
 from .executor import MIDI_MIME, JobExecutor, display_name
 from .pool import PoolConfig, WorkerPool, check_pool_settings
-from .queue import DEFAULT_MAX_DELIVERIES, JobQueue, QueueError, open_queue, resubmit_queued
+from .queue import (
+    DEFAULT_MAX_DELIVERIES,
+    JobQueue,
+    QueueError,
+    open_queue,
+    recover_shared_queue,
+    resubmit_queued,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +56,14 @@ QUEUED_POLL_EVERY = 8  # polls: queued jobs are looked at every 2 s
 DOC_PROGRESS_INTERVAL_S = 0.25
 DOC_HEARTBEAT_S = 0.45
 MAX_ATTEMPTS = DEFAULT_MAX_DELIVERIES
-RECOVER_IDLE_S = 120.0  # with Redis: a running job untouched this long has lost its worker
+# With Redis: a running job whose row nobody touched this long has lost its worker. Executors
+# write a heartbeat to every running job's row each `executor.WATCH_INTERVAL_S` (1 s) from
+# their event loop, whatever the worker process is doing (loading a model, one long batch),
+# so only a dead or cut-off worker stays silent this long.
+RECOVER_IDLE_S = 120.0
+# With Redis: a queued row untouched this long may be in no stream (its server died between
+# `create_job` and `put`); startup puts it again (a duplicate is harmless).
+STRANDED_QUEUED_S = 60.0
 INFERENCE_KINDS = tuple(k.value for k in JobKind)
 
 
@@ -89,6 +106,8 @@ class JobService:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
+        # Called with each job a user submits, once it is stored (the app audits job starts).
+        self.on_submitted: Callable[[JobRecord], Awaitable[None]] | None = None
 
     @property
     def models_dir(self) -> Path:
@@ -104,8 +123,13 @@ class JobService:
             ping = getattr(self.queue, "ping", None)
             if ping is not None:
                 await ping()
-            requeued, ended = await self.store.recover_jobs(MAX_ATTEMPTS, idle_s=RECOVER_IDLE_S)
-            queued: list[str] = []
+            requeued, ended, queued = await recover_shared_queue(
+                self.store,
+                self.queue,
+                max_attempts=MAX_ATTEMPTS,
+                idle_s=RECOVER_IDLE_S,
+                stranded_s=STRANDED_QUEUED_S,
+            )
         else:
             # Nothing can be running: the pool died with the previous process.
             requeued, ended = await self.store.recover_jobs(MAX_ATTEMPTS)
@@ -203,6 +227,8 @@ class JobService:
             asset_id=source.id,
             created_by=user_id,
         )
+        if self.on_submitted is not None:
+            await self.on_submitted(record)
         self._watch(record)
         await self._sync(record.id)
         try:

@@ -184,7 +184,10 @@ class Transcriber:
         self.model_path = path
         self.threads = threads
         self.max_batch = max_batch
-        self._session: Any = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self._session: Any = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+            raise RuntimeError(f"cannot load the transcription model {path}: {exc}") from exc
         self._notes = _basic_pitch_note_creation()
 
     def model_output(

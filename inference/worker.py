@@ -62,6 +62,11 @@ class WorkerConfig:
     max_batch: int = 1
     precision: str = "fp32"  # fp32 | bf16
     nice: int = 10
+    # Linux SCHED_IDLE: the worker runs only on CPU time nobody else at normal priority wants,
+    # and a waking realtime thread (the jam tick, the sync loop) preempts it at once. A nice
+    # value alone does not promise that: the kernel's EEVDF scheduler lets a running niced task
+    # finish its slice (about a millisecond), long enough to miss a 2.5 ms jam tick.
+    sched_idle: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +138,12 @@ class _Stopping(Exception):
 # -- the process ------------------------------------------------------------------------------
 
 
-def bound_threads(threads: int, nice: int) -> None:
-    """Lower this process's priority and cap the thread pools of the libraries it will load."""
+def bound_threads(threads: int, nice: int, *, sched_idle: bool = False) -> None:
+    """Lower this process's priority and cap the thread pools of the libraries it will load.
+
+    Threads created later (torch's, onnxruntime's) inherit both the nice value and the
+    scheduling class.
+    """
     for name in _THREAD_VARIABLES:
         os.environ[name] = str(threads)
     if nice > 0:
@@ -142,11 +151,16 @@ def bound_threads(threads: int, nice: int) -> None:
             os.nice(nice)
         except OSError:  # not allowed here (some containers): run at normal priority
             log.warning("inference worker: could not lower its priority")
+    if sched_idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            log.warning("inference worker: could not switch to the idle scheduling class")
 
 
 def main(config: WorkerConfig, commands: Connection, events: Connection) -> None:
     """The worker process's entry point (the target of `multiprocessing.Process`)."""
-    bound_threads(config.threads, config.nice)
+    bound_threads(config.threads, config.nice, sched_idle=config.sched_idle)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s worker %(process)d %(message)s"
     )

@@ -707,3 +707,81 @@ def test_a_server_without_workers_refuses_jobs_it_could_never_run(make_client: A
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "no_inference_workers"
     assert client.get(f"/api/sessions/{sid}/jobs", headers=auth(owner)).json()["jobs"] == []
+
+
+def test_midi_assets_are_refused_as_audio_and_silent_in_the_preview(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transcription's MIDI asset has no samples: a clear 409, not a FLAC label or a 500,
+    and a MIDI clip in the document is skipped by the preview without an error logged."""
+    import logging
+
+    from inference import placement
+    from inference.midi import Note, notes_to_midi
+    from persistence.ports import AssetKind
+
+    from .appclient import auth, services, signup
+
+    client = make_client(inference_workers=0)
+    owner = signup(client)
+    sid = client.post("/api/sessions", json={"title": "S"}, headers=auth(owner)).json()["id"]
+    audio = client.post(
+        f"/api/sessions/{sid}/assets",
+        files={"file": ("a.wav", encode_audio(noise(1.0), "wav"), "audio/wav")},
+        headers=auth(owner),
+    ).json()
+    svc = services(client)
+
+    async def add_midi() -> str:
+        # What the executor stores for a transcription, laid out as the service lays it.
+        data = notes_to_midi([Note(60, 0.1, 0.4, 90)])
+        key = f"asset-{uuid.uuid4().hex}.mid"
+        size = await svc.assets.blobs.put(key, data)
+        record = await svc.store.create_asset(
+            session_id=sid,
+            uploader_id=None,
+            name="a — MIDI",
+            kind=AssetKind.OUTPUT,
+            mime="audio/midi",
+            duration_s=1.0,
+            sample_rate=FS,
+            channels=1,
+            frames=FS,
+            size_bytes=size,
+            blob_key=key,
+        )
+        runner = await svc.rooms.acquire(sid)
+        source = placement.SourceClip(None, None, None)
+        with runner.room.doc.transaction(origin="server"):
+            placement.place_master(runner.room.doc, "job1", source, "a", audio["asset_id"])
+            placement.place_midi(runner.room.doc, "job2", source, "a", record.id, [])
+        runner.commit_local_changes()
+        return record.id
+
+    midi_id = client.portal.call(add_midi)
+    for path in (f"/api/assets/{midi_id}/audio", f"/api/assets/{midi_id}/peaks"):
+        r = client.get(path, headers=auth(owner))
+        assert r.status_code == 409, (path, r.text)
+        assert r.json()["error"]["code"] == "not_audio"
+        assert f"/api/assets/{midi_id}/midi" in r.json()["error"]["message"]
+    assert client.get(f"/api/assets/{midi_id}/midi", headers=auth(owner)).status_code == 200
+    assert client.get(f"/api/assets/{audio['asset_id']}/peaks", headers=auth(owner)).status_code == 200
+
+    caplog.set_level(logging.INFO, logger="realtime.preview")
+    hub = svc.preview
+
+    async def preview_assets() -> set[str]:
+        stream = await hub._stream(sid)
+        try:
+            return set(stream.assets)
+        finally:
+            hub._stop(sid)
+
+    assert client.portal.call(preview_assets) == {audio["asset_id"]}  # the MIDI clip: silent
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime.preview"] == []
+    # an offline mixdown renders the MIDI clip as silence too, and the audio clip as it is
+    r = client.get(f"/api/sessions/{sid}/mixdown?format=wav", headers=auth(owner))
+    assert r.status_code == 200, r.text
+    mix = decode_audio(r.content).samples
+    assert mix.shape[1] == FS
+    assert float(np.abs(mix).max()) > 0.1

@@ -170,6 +170,10 @@ async def _load_assets(svc: Services, session_id: str, doc: SessionDocument) -> 
         # sessions' audio.
         if record is None or record.session_id != session_id or record.deleted_at is not None:
             continue
+        if record.mime == "audio/midi" or record.purged_at is not None:
+            # MIDI clips are silent in the server's mix (no instrument yet); a purged source
+            # has no audio left. Neither is an error worth a warning per render.
+            continue
         try:
             assets[asset_id] = await svc.assets.samples(record)
         except (BlobNotFound, BlobIntegrityError, MediaError) as exc:

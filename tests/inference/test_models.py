@@ -268,3 +268,18 @@ def test_fetch_reads_a_filled_hub_cache_offline(tmp_path: Path, monkeypatch: pyt
 def test_fetch_refuses_bad_names(tmp_path: Path) -> None:
     with pytest.raises(InvalidModelName):
         ModelStore(tmp_path).fetch("../../etc")
+
+
+def test_the_server_side_does_not_import_torch() -> None:
+    """Checking that a model is installed (the API does it per request) must not load torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, inference.models, inference.service, realtime.api.jobs\n"
+        "print(sorted(m for m in ('torch', 'demucs', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

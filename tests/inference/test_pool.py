@@ -144,6 +144,8 @@ async def test_workers_are_niced_and_thread_bounded(make_pool: Any) -> None:
     stat = (await asyncio.to_thread(Path(f"/proc/{pid}/stat").read_text)).rsplit(")", 1)[1].split()
     assert int(stat[16]) >= os.nice(0) + 7  # field 19 of stat: the nice value
     assert ready.threads == 1
+    # CPU workers run in the idle scheduling class: a waking realtime thread preempts them at once
+    assert await asyncio.to_thread(os.sched_getscheduler, pid) == os.SCHED_IDLE
 
 
 async def test_jobs_on_one_model_share_a_worker_and_match_running_alone(make_pool: Any) -> None:

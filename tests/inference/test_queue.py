@@ -32,6 +32,7 @@ from inference.queue import (
     claim_job,
     dead_letter_job,
     open_queue,
+    recover_shared_queue,
     resubmit_queued,
 )
 from inference.queue_redis import RedisQueue
@@ -449,6 +450,56 @@ async def test_restart_recovery_resubmits_every_unfinished_job(store: Store) -> 
     delivered = {d.job_id for d in await drain(new)}
     assert delivered == set(resubmitted)  # nothing lost, the finished one not redone
     await new.close()
+
+
+async def test_shared_queue_recovery_puts_back_jobs_no_stream_holds(
+    make_queue: MakeQueue, tmp_path: Path
+) -> None:
+    """The two ways a job could stay `queued` forever on a queue that outlives servers."""
+    now = [1000.0]
+    store = SqliteStore(tmp_path / "clocked.db", clock=lambda: now[0])
+    await store.migrate()
+    try:
+        slow, orphan, fresh = await make_jobs(store, 3)
+        queue = make_queue()
+        # 1. A live worker takes `slow` and stays silent past the idle limit (loading a model).
+        await queue.put(slow, "separate")
+        held = await queue.get("slow-worker", timeout_s=0)
+        assert held is not None
+        mine = await claim_job(store, held, "slow-worker", now=now[0])
+        assert mine is not None
+        # 2. A server dies between `create_job` (orphan) and `put`: no stream holds it.
+        now[0] += 200.0
+        # `fresh` was created a moment ago by a live server that is about to put it itself.
+        fresh_row = await store.transition_job(fresh, {JobStatus.QUEUED}, JobStatus.QUEUED)
+        assert fresh_row is not None
+        # A server starts and settles what looks dead: `slow` goes back to queued ...
+        restarted = make_queue()
+        requeued, ended, put = await recover_shared_queue(
+            store, restarted, max_attempts=3, idle_s=120.0, stranded_s=60.0, now=now[0]
+        )
+        assert (requeued, ended) == ([slow], [])
+        assert sorted(put) == sorted([slow, orphan])  # not `fresh`: its server puts it
+        # ... the slow worker finishes, its write is fenced off, and it acknowledges.
+        assert await store.transition_job(slow, {R}, D, expect_attempts=mine.attempts) is None
+        await queue.ack(held)
+        # Without the puts above nothing would ever deliver `slow` or `orphan` again.
+        got = await drain(restarted, "worker")
+        assert sorted(d.job_id for d in got) == sorted([slow, orphan])
+        for delivery in got:
+            job = await claim_job(store, delivery, "worker", now=now[0])
+            assert job is not None
+            assert await store.transition_job(job.id, {R}, D, expect_attempts=job.attempts) is not None
+            await restarted.ack(delivery)
+        for job_id in (slow, orphan):
+            record = await store.get_job(job_id)
+            assert record is not None
+            assert record.status is D
+        record = await store.get_job(fresh)
+        assert record is not None
+        assert record.status is JobStatus.QUEUED
+    finally:
+        await store.close()
 
 
 # -- two worker processes on Redis ------------------------------------------------------------

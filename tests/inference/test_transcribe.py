@@ -232,6 +232,10 @@ def test_bad_settings_are_rejected(transcriber: Transcriber, tmp_path: Path) -> 
         Transcriber(threads=0)
     with pytest.raises(FileNotFoundError, match="not found"):
         Transcriber(tmp_path / "missing.onnx")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(RuntimeError, match="cannot load the transcription model"):
+        Transcriber(garbage)
     assert default_model_path().name == "nmp.onnx"
 
 
