@@ -197,6 +197,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
             await app.state.services.preview.close()
             await rooms.close()
             await assets.close()
+            await audit_log.drain()  # socket refusals are recorded in the background
             if store is None:
                 await the_store.close()
             log.info("escenario stopped")

@@ -8,6 +8,7 @@ and then cleared by the retention scheduler (`realtime/retention.py`).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
@@ -57,6 +58,9 @@ class AuditLog:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
+        # Entries written in the background (`record_soon`); held so they are neither garbage
+        # collected mid-write nor lost at shutdown (`drain`).
+        self._pending: set[asyncio.Task[AuditRecord | None]] = set()
 
     async def record(
         self,
@@ -88,6 +92,69 @@ class AuditLog:
         except Exception:
             log.exception("could not write an audit entry", extra={"action": str(action)})
             return None
+
+    def record_soon(self, action: Action, **fields: Any) -> None:
+        """`record_quietly` in the background: for socket loops, which must never wait on the store."""
+        task = asyncio.get_running_loop().create_task(self.record_quietly(action, **fields))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait until every entry scheduled with `record_soon` is written (shutdown, tests)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def socket_refused(
+        self, conn: HTTPConnection, *, channel: str, reason: str, user_id: str, session_id: str
+    ) -> None:
+        """A `/sync` or `/jam` socket refused a signed-in user: recorded like an HTTP 403
+        (`access.role_denied`), in the background, with `detail = {channel, reason}`.
+
+        Reasons: `not_member` (closed 4403; recorded with the requested session id whether or
+        not that session exists, so the caller's own trail does not reveal which ids exist),
+        `read_only` (a viewer's document update, dropped), `not_sender` (a viewer's jam audio,
+        closed 1008).
+        """
+        sid = session_id if len(session_id) <= 64 else None  # longer is never a session id
+        self.record_soon(
+            Action.ROLE_DENIED,
+            actor_id=user_id,
+            target_type="session" if sid is not None else None,
+            target_id=sid,
+            session_id=sid,
+            ip=client_ip(conn),
+            detail={"channel": channel, "reason": reason},
+        )
+
+    def refuse_once(
+        self,
+        handler: Callable[[bytes], None],
+        conn: HTTPConnection,
+        *,
+        channel: str,
+        reason: str,
+        user_id: str,
+        session_id: str,
+        when: Callable[[bytes], bool] | None = None,
+    ) -> Callable[[bytes], None]:
+        """`handler` (a socket's inbound-frame handler) that also records `socket_refused` for the
+        first frame `when` accepts (every frame when None): one entry per connection at most.
+
+        Only wrap the handlers of connections whose frames are refused (viewers): the writers'
+        hot path stays as it was.
+        """
+        recorded = False
+
+        def on_frame(data: bytes) -> None:
+            nonlocal recorded
+            handler(data)
+            if not recorded and (when is None or when(data)):
+                recorded = True
+                self.socket_refused(
+                    conn, channel=channel, reason=reason, user_id=user_id, session_id=session_id
+                )
+
+        return on_frame
 
 
 async def audit(conn: HTTPConnection, action: Action, **fields: Any) -> AuditRecord | None:

@@ -20,11 +20,14 @@ from starlette.websockets import WebSocket
 from .. import errors
 from ..accounts import session_access
 from ..api.common import SESSION_COOKIE, services
+from ..session import protocol as p
 from ..session.hub import RoomRunner
 from ..session.room import CloseCode
 from .limits import TokenBucket
 from .peers import DirectPeer, QueuedPeer, SyncPeer
 from .uvicorn_ws import DIRECT_EXTENSION
+
+EMPTY_UPDATE = b"\x00\x00"  # a Yjs update with no structs and an empty delete set
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,10 @@ async def sync_endpoint(ws: WebSocket) -> None:
     try:
         access = await session_access(svc.store, session_id, user)
     except errors.NotFound:
+        if svc.audit is not None:
+            svc.audit.socket_refused(
+                ws, channel="sync", reason="not_member", user_id=user.id, session_id=session_id
+            )
         await _deny(ws, CloseCode.FORBIDDEN, "not a member of this session")
         return
     rooms = svc.rooms
@@ -88,6 +95,17 @@ async def sync_endpoint(ws: WebSocket) -> None:
     on_binary = _frame_handler(
         runner, conn, peer, TokenBucket(settings.messages_per_second, settings.message_burst)
     )
+    if not access.role.can_edit and svc.audit is not None:
+        # The room drops a viewer's updates; the first real attempt is audited, once.
+        on_binary = svc.audit.refuse_once(
+            on_binary,
+            ws,
+            channel="sync",
+            reason="read_only",
+            user_id=user.id,
+            session_id=access.session.id,
+            when=is_write_attempt,
+        )
     runner.join(conn, peer, can_edit=access.role.can_edit)
     if direct is not None:
         direct.on_binary = on_binary
@@ -102,6 +120,25 @@ async def sync_endpoint(ws: WebSocket) -> None:
         runner.leave(conn)
         await peer.finish()
         log.info("sync disconnect", extra={"room": session_id, "conn": conn})
+
+
+def is_write_attempt(frame: bytes) -> bool:
+    """Whether a y-websocket frame tries to change the document.
+
+    An update message with any content does. The handshake's SyncStep2 does only when it
+    carries structs the server lacks (its first varuint, the number of clients with structs, is
+    not 0): Yjs puts its whole delete set in every SyncStep2, so a read-only client that
+    reconnects with a document sends a non-empty one that changes nothing.
+    """
+    if frame[:1] != b"\x00":  # not a sync message (awareness, queries): cheap for viewers' cursors
+        return False
+    try:
+        msg = p.decode_message(frame)
+    except p.ProtocolError:
+        return False  # the room closes the connection for it
+    if isinstance(msg, p.SyncUpdate):
+        return msg.update != EMPTY_UPDATE
+    return isinstance(msg, p.SyncStep2) and msg.update[:1] not in (b"", b"\x00")
 
 
 def _frame_handler(
