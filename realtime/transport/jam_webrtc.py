@@ -411,7 +411,6 @@ class JamPeer:
         if track is None:
             self.stats.not_connected_dropped += len(frames)
             return True
-        ok = True
         for frame in frames:
             payload, ts, codec = _opus_payload(frame)
             if codec != jf.CODEC_OPUS:
@@ -422,8 +421,10 @@ class JamPeer:
                     self.stats.rtp_out += 1
                 else:
                     self.stats.rtp_out_dropped += 1
-                    ok = False
-        return ok
+        # RTP over UDP gives no back-pressure: a full send queue means our own event loop did not
+        # get to the sender (a server stall), not that the peer is slow. The track dropped the
+        # oldest audio; never report the peer as a laggard, or a stall would eject healthy peers.
+        return True
 
     def datagrams_received(self) -> int:
         """Datagrams past ICE on this peer's transports (DTLS, SRTP, SRTCP): RTCP and SCTP count."""
@@ -452,6 +453,8 @@ class JamPeer:
                 "ordered": self.audio_channel.ordered,
                 "maxRetransmits": self.audio_channel.maxRetransmits,
             },
+            **self.stats.to_json(),
+            # After the counters: their `rtpIn` (a packet count) must not replace this breakdown.
             "rtpIn": {
                 "packets": self.converter.stats.packets,
                 "lost": self.converter.stats.lost,
@@ -460,7 +463,6 @@ class JamPeer:
                 "decoded": self.converter.stats.decoded,
                 "frames": self.converter.stats.frames_out,
             },
-            **self.stats.to_json(),
         }
 
 
