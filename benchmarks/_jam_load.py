@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import select
@@ -34,8 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.jam.frames import CODEC_OPUS, HEADER, VERSION  # noqa: E402
-from realtime.jam.opus import OpusDecoder, OpusEncoder  # noqa: E402
+from realtime.jam.frames import CODEC_OPUS, HEADER, VERSION
+from realtime.jam.opus import OpusDecoder, OpusEncoder
 
 RATE = 48000
 LOOP_FRAMES = 400  # one second of 2.5 ms frames
@@ -60,16 +61,30 @@ def _click_loop(block: int, bitrate: int) -> list[bytes]:
     return _encode(audio, block, bitrate)
 
 
+def _codec_delay_ms(block: int) -> float:
+    """One Opus encoder's algorithmic delay (its look-ahead), in ms."""
+    enc = OpusEncoder(2, block)
+    delay = enc.lookahead / RATE * 1000
+    enc.close()
+    return delay
+
+
 def _encode(audio: np.ndarray, block: int, bitrate: int) -> list[bytes]:
     enc = OpusEncoder(2, block, bitrate=bitrate, complexity=5)
-    frames = [enc.encode(np.ascontiguousarray(audio[:, i * block : (i + 1) * block])) for i in range(LOOP_FRAMES)]
+    frames = [
+        enc.encode(np.ascontiguousarray(audio[:, i * block : (i + 1) * block])) for i in range(LOOP_FRAMES)
+    ]
     # A second pass so every packet in the loop comes from a warmed-up encoder state.
-    frames = [enc.encode(np.ascontiguousarray(audio[:, i * block : (i + 1) * block])) for i in range(LOOP_FRAMES)]
+    frames = [
+        enc.encode(np.ascontiguousarray(audio[:, i * block : (i + 1) * block])) for i in range(LOOP_FRAMES)
+    ]
     enc.close()
     return frames
 
 
-def _ws_connect(host: str, port: int, path: str) -> socket.socket:
+def _ws_connect(host: str, port: int, path: str) -> tuple[socket.socket, bytes]:
+    """A connected WebSocket and the bytes that came after the 101 response (the server's
+    first frames may share a segment with it)."""
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -88,9 +103,7 @@ def _ws_connect(host: str, port: int, path: str) -> socket.socket:
     status = head.split(b"\r\n", 1)[0]
     if b" 101 " not in status:
         raise ConnectionError(f"handshake refused: {status!r}")
-    if head.split(b"\r\n\r\n", 1)[1]:
-        raise ConnectionError("unexpected bytes after the handshake")
-    return sock
+    return sock, head.split(b"\r\n\r\n", 1)[1]
 
 
 def _client_frame(opcode: int, payload: bytes) -> bytes:
@@ -105,10 +118,12 @@ def _client_frame(opcode: int, payload: bytes) -> bytes:
 class _Reader:
     """Splits one socket's server→client byte stream into WebSocket frames (unmasked)."""
 
-    __slots__ = ("buf", "closed", "frames", "per_second", "last_at", "max_gap", "payloads")
+    __slots__ = ("buf", "closed", "frames", "last_at", "max_gap", "payloads", "per_second", "pings")
 
     def __init__(self, keep_payloads: bool) -> None:
         self.buf = bytearray()
+        # Server pings (keep-alive) waiting for our pong: a client that never answers is dropped.
+        self.pings: list[bytes] = []
         self.frames = 0
         self.per_second: dict[int, int] = {}
         self.last_at = 0.0
@@ -147,6 +162,8 @@ class _Reader:
                 self.last_at = now
                 if self.payloads is not None:
                     self.payloads.append((now, bytes(buf[pos + hdr : pos + hdr + n])))
+            elif opcode == 9:
+                self.pings.append(bytes(buf[pos + hdr : pos + hdr + n]))
             elif opcode == 8:
                 code = (buf[pos + hdr] << 8 | buf[pos + hdr + 1]) if n >= 2 else 1005
                 self.closed = f"{code} {bytes(buf[pos + hdr + 2 : pos + hdr + n]).decode(errors='replace')}"
@@ -161,6 +178,20 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (utime + stime) of each of the process's threads, by thread id."""
+    out: dict[str, float] = {}
+    tck = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        out[tid] = (int(fields[11]) + int(fields[12])) / tck
+    return out
+
+
 def _proc_rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -169,9 +200,7 @@ def _proc_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _click_latencies(
-    sends: list[float], payloads: list[tuple[float, bytes]], block: int
-) -> list[float]:
+def _click_latencies(sends: list[float], payloads: list[tuple[float, bytes]], block: int) -> list[float]:
     """Per click: arrival of the first mix frame holding it minus the click's send time (ms)."""
     dec = OpusDecoder(2, block)
     energy: list[tuple[float, float]] = []
@@ -211,25 +240,33 @@ def main() -> None:
     cfg = ap.parse_args()
 
     period = cfg.block / RATE
+    codec_delay_ms = _codec_delay_ms(cfg.block)
     loops = _encode_loops(8, cfg.block, cfg.bitrate)
     click = _click_loop(cfg.block, cfg.bitrate) if cfg.click else None
     tokens = cfg.tokens.split(",")
     socks: list[socket.socket] = []
+    readers = [_Reader(keep_payloads=cfg.click and i == 1) for i in range(cfg.n)]
     for i in range(cfg.n):
-        sock = _ws_connect(cfg.host, cfg.port, f"/jam/{cfg.session}?token={tokens[i % len(tokens)]}")
+        sock, early = _ws_connect(cfg.host, cfg.port, f"/jam/{cfg.session}?token={tokens[i % len(tokens)]}")
+        readers[i].buf += early
         sock.sendall(_client_frame(1, json.dumps({"type": "join", "codec": "opus", "channels": 2}).encode()))
         sock.setblocking(False)
         socks.append(sock)
-    readers = [_Reader(keep_payloads=cfg.click and i == 1) for i in range(cfg.n)]
     streams = [loops[i % len(loops)] for i in range(cfg.n)]
     if click is not None:
         streams[0] = click
     # Pre-built WebSocket+jam frames: only sequence and timestamp change per send.
     templates = [
-        [bytearray(_client_frame(2, HEADER.pack(VERSION, CODEC_OPUS, 2, 0, 0, 0, cfg.block, 0) + p)) for p in s]
+        [
+            bytearray(_client_frame(2, HEADER.pack(VERSION, CODEC_OPUS, 2, 0, 0, 0, cfg.block, 0) + p))
+            for p in s
+        ]
         for s in streams
     ]
-    ws_head = [[len(t) - len(s[k]) - HEADER.size for k, t in enumerate(tt)] for tt, s in zip(templates, streams, strict=True)]
+    ws_head = [
+        [len(t) - len(s[k]) - HEADER.size for k, t in enumerate(tt)]
+        for tt, s in zip(templates, streams, strict=True)
+    ]
     poller = select.epoll()
     fd_index = {}
     for i, sock in enumerate(socks):
@@ -254,6 +291,7 @@ def main() -> None:
             cpu0 = time.process_time()
             wall0 = now
             srv0 = _proc_cpu(cfg.server_pid) if cfg.server_pid else None
+            threads0 = _thread_cpu(cfg.server_pid) if cfg.server_pid else {}
             frames0 = [r.frames for r in readers]
         if now - deadline > period:
             late_ticks += 1
@@ -274,8 +312,8 @@ def main() -> None:
                 send_blocked += 1
             except OSError:
                 pass
-        if click is not None and (k + offsets[0]) % LOOP_FRAMES == 0 and now >= window_start:
-            click_sends.append(time.monotonic())
+            if i == 0 and click is not None and idx == 0 and now >= window_start:
+                click_sends.append(time.monotonic())  # the click's own send, not the burst's end
         k += 1
         next_deadline = t0 + k * period
         while True:
@@ -297,12 +335,22 @@ def main() -> None:
                     poller.unregister(fd)
                     continue
                 readers[i].feed(data, now, t0)
+                if readers[i].pings:
+                    for ping in readers[i].pings:
+                        with contextlib.suppress(OSError):
+                            socks[i].send(_client_frame(10, ping))
+                    readers[i].pings.clear()
             if now >= next_deadline:
                 break
     now = time.monotonic()
     cpu1 = time.process_time()
     srv1 = _proc_cpu(cfg.server_pid) if cfg.server_pid else None
+    threads1 = _thread_cpu(cfg.server_pid) if cfg.server_pid else {}
     rss = _proc_rss_mib(cfg.server_pid) if cfg.server_pid else float("nan")
+    if cpu0 is None:
+        raise SystemExit(
+            f"the run ended before its measured window began (duration {cfg.duration} <= warmup)"
+        )
     window = now - wall0
     for sock in socks:
         try:
@@ -313,12 +361,11 @@ def main() -> None:
             pass
     first_sec, last_sec = int(cfg.warmup) + 1, int(cfg.duration) - 1
     rates = [(r.frames - f0) / window for r, f0 in zip(readers, frames0, strict=True)]
-    worst = min(
-        (r.per_second.get(s, 0) for r in readers for s in range(first_sec, last_sec)), default=0
-    )
+    worst = min((r.per_second.get(s, 0) for r in readers for s in range(first_sec, last_sec)), default=0)
     out = {
         "n": cfg.n,
         "block": cfg.block,
+        "codec_delay_ms": codec_delay_ms,
         "window_s": window,
         "expected_pps": RATE / cfg.block,
         "rx_pps_mean": float(np.mean(rates)),
@@ -335,6 +382,12 @@ def main() -> None:
         out["server_cpu_per_s"] = (srv1 - srv0) / window
         out["server_cpu_pct_per_client"] = 100 * (srv1 - srv0) / window / cfg.n
         out["server_rss_mib"] = rss
+        # Where the server's CPU went, by thread id (the benchmark names the tick thread's).
+        out["server_threads_cpu_per_s"] = {
+            name: round((threads1.get(name, 0.0) - threads0.get(name, 0.0)) / window, 4)
+            for name in sorted(set(threads0) | set(threads1))
+            if threads1.get(name, 0.0) - threads0.get(name, 0.0) > 0
+        }
     if click is not None and readers[1].payloads is not None:
         lat = _click_latencies(click_sends, readers[1].payloads, cfg.block)
         out["click_latency_ms"] = {

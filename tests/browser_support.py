@@ -22,6 +22,12 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Several pages share one headless browser: without these, Chromium may treat a page as
+    # occluded or in the background and stop its animation frames and timers, which stalls
+    # anything that waits for them (the scroll frame-rate probe, the metronome, the jam worklet).
+    "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding",
+    "--disable-background-timer-throttling",
 ]
 TIMEOUT_MS = 15_000
 

@@ -734,6 +734,7 @@ def test_large_session_load_remote_edits_and_scrolling(
     to_paint = [s["paint"] - t for s, t in zip(seen, sent, strict=True)]
 
     # -- scrolling 500 clips: frame times while scrolling across and down -----------------------
+    alice.page.bring_to_front()
     scrolls = [alice.page.evaluate(SCROLL_FPS) for _ in range(2)]
 
     scroll_fps = [(s["frames"] - 1) / s["elapsed"] * 1000 for s in scrolls]

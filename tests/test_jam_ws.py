@@ -506,3 +506,77 @@ def test_metrics_token_is_required_when_configured(make_client: Callable[..., Te
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     assert "escenario_jam_sessions 0.0" in r.text
+
+
+def _raw_ws(srv: ServerProcess, sid: str, token: str) -> tuple[socket.socket, bytes]:
+    """A bare WebSocket handshake: the test controls exactly how frames are cut into segments."""
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(
+        (
+            f"GET /jam/{sid}?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "closed during the handshake"
+        head += chunk
+    assert b" 101 " in head.split(b"\r\n", 1)[0]
+    return sock, head.split(b"\r\n\r\n", 1)[1]
+
+
+def _client_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One masked client frame, with a random (non-zero) key so unmasking is really exercised."""
+    key = bytes(random.randrange(1, 256) for _ in range(4))
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    head = bytes((first, 0x80 | n)) if n < 126 else bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + key + masked
+
+
+def test_frames_however_the_stream_is_cut_all_reach_the_engine(jam_server: ServerProcess) -> None:
+    """Our protocol parses whole binary frames itself; anything else goes to the websockets parser.
+
+    Coalesced frames, a control message among them, a frame split across segments, a 16-bit
+    length and a fragmented message must all arrive, in order, as if parsed one by one.
+    """
+    sid, tokens, _ = band(jam_server, 1)
+    sock, early = _raw_ws(jam_server, sid, tokens[0])
+    try:
+        small = Player(500, channels=2)
+        wide = Player(500, channels=2)
+        wide.encoder = OpusEncoder(2, BLOCK, bitrate=510_000)  # > 125-byte frames: 16-bit length
+        frames = [small.frame() for _ in range(20)]
+        wide.seq = small.seq
+        frames += [wide.frame() for _ in range(20)]
+        assert all(len(f) < 126 for f in frames[:20])
+        assert all(len(f) >= 126 for f in frames[20:])
+        wire = [_client_frame(2, f) for f in frames]
+        ping = _client_frame(1, json.dumps({"type": "ping", "t": 1.5}).encode())
+        # 1. ten frames and a ping in one segment; 2. a frame cut in two segments
+        sock.sendall(b"".join(wire[:10]) + ping + wire[10][:7])
+        time.sleep(0.02)
+        sock.sendall(wire[10][7:] + b"".join(wire[11:25]))
+        time.sleep(0.02)
+        # 3. one message in two fragments (FIN clear, then a continuation)
+        half = len(frames[25]) // 2
+        sock.sendall(_client_frame(2, frames[25][:half], fin=False) + _client_frame(0, frames[25][half:]))
+        for w in wire[26:]:
+            sock.sendall(w)
+            time.sleep(0.0025)
+        received = early
+        deadline = time.monotonic() + 10
+        while b'"pong"' not in received and time.monotonic() < deadline:
+            received += sock.recv(65536)
+        assert b'"t":1.5' in received
+        time.sleep(1.2)  # the tick snapshots each participant's counters once a second
+        [me] = jam_stats(jam_server, sid, tokens[0])["participants"]
+        assert me["in"]["bytes"] == sum(len(f) for f in frames)
+        assert me["in"]["packets"] == len(frames)
+        assert me["in"]["corrupt"] == 0
+    finally:
+        sock.close()

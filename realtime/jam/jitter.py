@@ -20,21 +20,29 @@ not aiortc's fixed four frames. While playing:
   (*overflows*). This absorbs a sender whose clock runs fast, and gives back the latency a
   delay spike or an outage left behind.
 
-**Auto depth** (Jamulus ``CNetBufWithStats``). Lanes with fixed depths ``min_depth …
-max_depth`` replay the same put/get stream with the rules above but without payloads. A lane
-counts an *error* when a packet reaches it after it was due: late for that lane, or arriving
-while that lane had run dry waiting for exactly it. Losses that never arrive are not errors —
-no depth could have played them, so loss does not inflate latency. Errors are summed over a
-sliding window of ``window_s`` (15 s); the smallest depth with an error rate ≤ ``error_rate``
-(5e-4 per block) is the raw choice, which an IIR follows fast upwards and slowly downwards, and
-the integer depth follows the filter with 0.1 block of hysteresis beyond rounding. On top, each
-error of the real buffer bumps the depth one block at once (SonoBus), at most every
-``bump_gap_s`` (0.5 s). "safe" adds ``safe_margin`` blocks to the auto depth, "manual" is fixed.
-A new target applies live (Jamulus bug #1377): a deeper target conceals the extra blocks once,
-a shallower one drops the oldest queued packets at once.
+**Auto depth** (the Jamulus ``CNetBufWithStats`` decision, computed in O(1) per packet). Jamulus
+simulates a buffer of every candidate depth and counts each one's errors; here every packet
+is placed once on the playout clock instead. ``r = ticks so far - sequence number`` is the tick
+in which the packet became playable, relative to its own number, and ``r_ref`` the earliest of
+them (the fastest path through the network: the minimum over the current and the previous
+second, so it follows a route change or a sender whose clock runs slow within a second or
+two). A buffer of depth ``D`` plays each packet ``D - 1`` ticks after the fastest ones could
+have been played, so the packet was an error for every depth ``D ≤ r - r_ref``: its *lateness*
+in blocks. Each tick keeps its latest arrival's lateness (a flood of packets held up together
+is one error, as a simulated buffer would see one stall, not hundreds), and a histogram of
+lateness over a sliding window of ``window_s`` (15 s, one row per second) gives the error
+count of every depth as a suffix sum, read in O(max_depth) only when the histogram changed.
+Losses that never arrive are not errors — no depth could have played them, so loss does not
+inflate latency. The smallest depth with an error rate ≤ ``error_rate`` (5e-4 per block) is
+the raw choice, which an IIR follows fast upwards and slowly downwards, and the integer depth
+follows the filter with 0.1 block of hysteresis beyond rounding. On top, each error of the real
+buffer bumps the depth one block at once (SonoBus), at most every ``bump_gap_s`` (0.5 s).
+"safe" adds ``safe_margin`` blocks to the auto depth, "manual" is fixed. A new target applies
+live (Jamulus bug #1377): a deeper target conceals the extra blocks once, a shallower one drops
+the oldest queued packets at once.
 
-Everything is preallocated at construction; ``put`` and ``get`` allocate nothing but counters.
-With 20 simulated depths a put + get costs about 15 to 30 µs of CPython on a 2-core Xeon.
+Everything is preallocated at construction; ``put`` and ``get`` allocate nothing but counters
+and cost a few µs of CPython each, whatever ``max_depth`` is.
 """
 
 from __future__ import annotations
@@ -43,27 +51,25 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from .frames import seq_diff
-
 __all__ = ["MODES", "JitterBuffer", "JitterStats"]
 
 MODES: Final = ("auto", "safe", "manual")
 
 _U32: Final = 1 << 32
+_MASK: Final = _U32 - 1
+_HALF: Final = 1 << 31
 _BASE: Final = 1 << 40  # unwrapped sequence numbers start here, so they never go negative
 _TRIM_MARGIN: Final = 0  # blocks above the target tolerated indefinitely (the hold is the hysteresis)
 _MAX_JUMP: Final = 1 << 15  # a larger wire-sequence jump is a restart, not a gap
 _RESTART_HITS: Final = 3  # consecutive far packets that re-anchor an unflagged restart
 _EMPTY: Final = -1
+_NO_REF: Final = 1 << 62  # no packet yet in the reference window
+_NAN: Final = float("nan")
 
 
 # Lane.tick results (a played sequence number is >= 0).
 _CONCEAL: Final = -1
 _IDLE: Final = -2
-# Lane.arrive results.
-_QUEUED: Final = 0
-_LATE: Final = 1
-_DUE: Final = 2  # queued, but this lane had already run dry waiting for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +96,7 @@ class JitterStats:
 
 
 class _Lane:
-    """Playout state over the shared ring: the real buffer and every simulated depth use it."""
+    """The playout state of the buffer over its ring (see the module notes)."""
 
     __slots__ = (
         "awaited",
@@ -123,20 +129,6 @@ class _Lane:
         self.awaited = _EMPTY
         self.over = 0
         self.stall = 0
-
-    def arrive(self, ext: int, ring_floor: int) -> int:
-        if ext >= self.next:
-            self.count += 1
-            if ext == self.awaited:
-                self.awaited = _EMPTY
-                return _DUE
-            return _QUEUED
-        if not self.started and ext >= ring_floor:
-            # Reordered start: nothing has played yet, so begin from the earlier packet.
-            self.next = ext
-            self.count += 1
-            return _QUEUED
-        return _LATE
 
     def advance_to(self, target: int, ring: list[int], cap: int, high: int) -> None:
         """Pass over every slot before ``target``: queued packets are overflows, gaps are lost."""
@@ -215,6 +207,9 @@ class JitterBuffer:
     tau_down_s: float = 4.0  # … and towards a shallower one (slow)
     hysteresis: float = 0.1  # blocks beyond rounding before the integer depth follows the IIR
 
+    played_arrival: float
+    """The ``arrival_s`` of the packet the last :meth:`get` returned (NaN when it returned None)."""
+
     def __init__(
         self,
         *,
@@ -251,9 +246,12 @@ class JitterBuffer:
         self._a_down = 1.0 - math.exp(-self._block_s / self.tau_down_s)
         self._ring_seq: list[int] = [_EMPTY] * capacity
         self._ring_data: list[bytes | None] = [None] * capacity
+        self._ring_arrival: list[float] = [_NAN] * capacity
         self._real = _Lane(self._min, self._hold)
-        self._sims = [_Lane(d, self._hold) for d in range(self._min, self._max + 1)]
-        self._errs = [[0] * self._buckets for _ in self._sims]
+        # Lateness histogram: one row per second of the window, columns 0…max_depth (blocks,
+        # the last one also holding everything later); `_win` is the sum of the rows.
+        self._hist = [[0] * (max_depth + 1) for _ in range(self._buckets)]
+        self._win = [0] * (max_depth + 1)
         self.reset()
 
     # --- configuration --------------------------------------------------------------------
@@ -311,6 +309,7 @@ class JitterBuffer:
         for i in range(self._cap):
             self._ring_seq[i] = _EMPTY
             self._ring_data[i] = None
+            self._ring_arrival[i] = _NAN
         self._anchored = False
         self._last_wire = 0
         self._last_ext = _BASE
@@ -323,7 +322,7 @@ class JitterBuffer:
         self._has_transit = False
         self._jitter = 0.0
         self._tick = 0
-        self._sim_ticks = 0
+        self._span_ticks = 0
         self._bucket = 0
         self._auto = self._min
         self._filt = float(self._min)
@@ -331,17 +330,17 @@ class JitterBuffer:
         self._dirty = False
         self._last_bump = -self._bump_gap
         self._real = _Lane(self._target(), self._hold)
-        self._sims = [_Lane(d, self._hold) for d in range(self._min, self._max + 1)]
-        for row in self._errs:
-            for b in range(self._buckets):
-                row[b] = 0
+        self.played_arrival = _NAN
+        for row in self._hist:
+            row[:] = [0] * len(row)
+        self._win[:] = [0] * len(self._win)
+        self._clear_lateness()
 
     def _anchor(self, seq: int, ext: int) -> None:
         """Start a fresh stream at ``seq`` ↦ ``ext``, dropping whatever was queued."""
         real = self._real
         real.overflows += real.count  # flushed unplayed: they still count, so the books balance
-        for lane in (real, *self._sims):
-            lane.clear(ext)
+        real.clear(ext)
         for i in range(self._cap):
             self._ring_data[i] = None
         self._anchored = True
@@ -352,19 +351,17 @@ class JitterBuffer:
         self._has_transit = False
         self._cand = -1
         self._cand_hits = 0
+        self._clear_lateness()  # a new stream has a new place on the playout clock
+
+    def _clear_lateness(self) -> None:
+        self._ref = _NO_REF
+        self._pending = 0  # the latest arrival's lateness in this tick
+        self._pending_min = _NO_REF  # the earliest's (none yet)
+        self._late_run = 0  # consecutive ticks whose every arrival was late
 
     # --- input -------------------------------------------------------------------------------
 
-    def _locate(self, seq: int) -> int | None:
-        d = seq_diff(seq, self._last_wire)
-        if -_MAX_JUMP <= d <= _MAX_JUMP:
-            return self._last_ext + d
-        return None
-
-    def _seen(self, ext: int) -> bool:
-        return self._ring_seq[ext % self._cap] == ext and ext > self._high - self._cap
-
-    def put(self, seq: int, payload: bytes, arrival_s: float, *, resync: bool = False) -> None:
+    def put(self, seq: int, payload: bytes, arrival_s: float, resync: bool | int = False) -> None:
         """Accept the packet with wire sequence ``seq`` (u32, wrapping) that arrived at ``arrival_s``.
 
         Out-of-order, duplicate, late and wrapped sequence numbers are all handled. ``resync``
@@ -374,21 +371,30 @@ class JitterBuffer:
         restart once three packets in a row confirm it (until then they count as late).
         ``payload`` is kept by reference: do not mutate it afterwards.
         """
-        seq %= _U32
+        seq &= _MASK
         if not self._anchored:
             self._anchor(seq, _BASE)
             ext = _BASE
         else:
-            located = self._locate(seq)
-            if located is not None and self._seen(located):
-                self._packets += 1
-                self._duplicates += 1
-                return
-            if resync:
+            d = ((seq - self._last_wire + _HALF) & _MASK) - _HALF
+            if -_MAX_JUMP <= d <= _MAX_JUMP:
+                ext = self._last_ext + d
+                if self._ring_seq[ext % self._cap] == ext and ext > self._high - self._cap:
+                    self._packets += 1
+                    self._duplicates += 1
+                    return
+                if resync:
+                    ext = self._high + self._cap + 1
+                    self._anchor(seq, ext)
+                elif self._cand >= 0:
+                    self._cand = -1
+                    self._cand_hits = 0
+            elif resync:
                 ext = self._high + self._cap + 1
                 self._anchor(seq, ext)
-            elif located is None:
-                if self._cand >= 0 and 0 < seq_diff(seq, self._cand) <= self._cap:
+            else:
+                cand = self._cand
+                if cand >= 0 and 0 < ((seq - cand + _HALF) & _MASK) - _HALF <= self._cap:
                     self._cand_hits += 1
                 else:
                     self._cand_hits = 1
@@ -399,17 +405,14 @@ class JitterBuffer:
                     return
                 ext = self._high + self._cap + 1
                 self._anchor(seq, ext)
-            else:
-                ext = located
-                self._cand = -1
-                self._cand_hits = 0
         self._packets += 1
         transit = arrival_s - (ext - self._ext0) * self._block_s
         if self._has_transit:
             self._jitter += (abs(transit - self._transit) - self._jitter) / 16.0
+        else:
+            self._has_transit = True
         self._transit = transit
-        self._has_transit = True
-        self._insert(ext, seq, payload)
+        self._insert(ext, seq, payload, arrival_s)
 
     def put_redundant(self, seq: int, payload: bytes, arrival_s: float) -> bool:
         """Offer a frame's redundant copy of packet ``seq`` (usually its sequence number - 1).
@@ -418,52 +421,63 @@ class JitterBuffer:
         did (then it counts in ``packets`` and ``recovered``). Copies of packets already received,
         or too late to play, are ignored without counting: they are not network duplicates.
         """
-        del arrival_s  # a copy's arrival says nothing about the original's transit time
         if not self._anchored:
             return False
-        ext = self._locate(seq % _U32)
-        if ext is None or ext < self._real.next or ext <= self._high - self._cap or self._seen(ext):
+        seq &= _MASK
+        d = ((seq - self._last_wire + _HALF) & _MASK) - _HALF
+        if not -_MAX_JUMP <= d <= _MAX_JUMP:
+            return False
+        ext = self._last_ext + d
+        if ext < self._real.next or ext <= self._high - self._cap or self._ring_seq[ext % self._cap] == ext:
             return False
         self._packets += 1
         self._recovered += 1
-        self._insert(ext, seq % _U32, payload)
+        self._insert(ext, seq, payload, arrival_s)
         return True
 
-    def _insert(self, ext: int, seq: int, payload: bytes) -> None:
+    def _insert(self, ext: int, seq: int, payload: bytes, arrival_s: float) -> None:
         cap = self._cap
         ring = self._ring_seq
         high = self._high
+        real = self._real
         if ext > high:
             floor = ext - cap + 1
-            if self._real.next < floor:
-                self._real.advance_to(floor, ring, cap, high)
-            for lane in self._sims:
-                if lane.next < floor:
-                    lane.advance_to(floor, ring, cap, high)
+            if real.next < floor:
+                real.advance_to(floor, ring, cap, high)
             self._high = high = ext
             self._last_ext = ext
             self._last_wire = seq
         ring_floor = high - cap + 1
+        slot = ext % cap
         in_ring = ext >= ring_floor
         if in_ring:
-            ring[ext % cap] = ext
-        real = self._real.arrive(ext, ring_floor)
-        if real == _LATE:
+            ring[slot] = ext
+        # _Lane.arrive, inlined (it runs for every packet)
+        if ext >= real.next or (not real.started and ext >= ring_floor):
+            if ext < real.next:
+                real.next = ext  # reordered start: nothing has played yet, begin from this one
+            real.count += 1
+            self._ring_data[slot] = payload
+            self._ring_arrival[slot] = arrival_s
+            if ext == real.awaited:  # the buffer had run dry waiting for exactly this one
+                real.awaited = _EMPTY
+                self._on_real_error()
+        else:
             self._late += 1
             if in_ring:
-                self._ring_data[ext % cap] = None
-        else:
-            self._ring_data[ext % cap] = payload
-            if real == _DUE:
-                self._on_real_error()
-        bucket = self._bucket
-        errs = self._errs
-        for i, lane in enumerate(self._sims):
-            if lane.arrive(ext, ring_floor) != _QUEUED:
-                errs[i][bucket] += 1
-                self._dirty = True
-        if real == _LATE:
+                self._ring_data[slot] = None
             self._on_real_error()
+        # Lateness on the playout clock (module notes): r is the tick in which this packet
+        # became playable, relative to its sequence number; the reference is the earliest r.
+        r = self._tick - ext
+        ref = self._ref
+        if r < ref:
+            self._ref = ref = r
+        late_by = r - ref
+        if late_by > self._pending:
+            self._pending = late_by
+        if late_by < self._pending_min:
+            self._pending_min = late_by
 
     def _on_real_error(self) -> None:
         """SonoBus: a packet came after it was due, so grow one block now (rate-limited)."""
@@ -473,24 +487,35 @@ class JitterBuffer:
         if self._auto < self._max:
             self._auto += 1
         self._filt = max(self._filt, float(self._auto))
+        self._dirty = True  # get() runs the filter again
 
     # --- output ------------------------------------------------------------------------------
+
+    def _raw_depth(self) -> int:
+        """The smallest depth whose error count over the window is within the rate (O(max_depth))."""
+        span = min(self._window, max(self._span_ticks, self._bucket_len))
+        limit = self.error_rate * span
+        win = self._win
+        errors = 0
+        raw = self._max
+        for depth in range(self._max, self._min - 1, -1):
+            errors += win[depth]  # errors of `depth`: every lateness ≥ depth
+            if errors > limit:
+                break
+            raw = depth
+        return raw
 
     def _update_auto(self) -> None:
         if self._dirty:
             self._dirty = False
-            span = min(self._window, max(self._sim_ticks, self._bucket_len))
-            limit = self.error_rate * span
-            raw = self._sims[-1].depth
-            for i, lane in enumerate(self._sims):
-                if sum(self._errs[i]) <= limit:
-                    raw = lane.depth
-                    break
-            self._raw = raw
+            self._raw = self._raw_depth()
         raw = self._raw
         f = self._filt
-        f += (raw - f) * (self._a_up if raw > f else self._a_down)
-        self._filt = f
+        if f != raw:
+            f += (raw - f) * (self._a_up if raw > f else self._a_down)
+            if abs(raw - f) < 1e-3:
+                f = float(raw)  # settled (far inside the hysteresis): stop filtering every tick
+            self._filt = f
         current = self._auto
         if f - current > 0.5 + self.hysteresis:
             self._auto = min(self._max, int(f + 0.5 - self.hysteresis))
@@ -514,33 +539,67 @@ class JitterBuffer:
         """The next block to play, or None: nothing to play, the caller conceals (Opus PLC).
 
         Call exactly once per tick. Before the first packet, and while the first prefetch
-        fills, None is returned without counting as concealment.
+        fills, None is returned without counting as concealment. :attr:`played_arrival` is the
+        returned packet's arrival time.
         """
         if not self._anchored:
+            self.played_arrival = _NAN
             return None
-        self._tick += 1
-        self._sim_ticks += 1
-        if self._tick % self._bucket_len == 0:
-            self._bucket = (self._bucket + 1) % self._buckets
-            for row in self._errs:
-                row[self._bucket] = 0
+        pending = self._pending
+        if pending:
+            # This tick's latest arrival was late for every depth up to `pending`.
+            if pending > self._max:
+                pending = self._max
+            self._hist[self._bucket][pending] += 1
+            self._win[pending] += 1
+            self._pending = 0
             self._dirty = True
-        ring = self._ring_seq
-        cap = self._cap
-        high = self._high
-        for lane in self._sims:
-            lane.tick(ring, cap, high)
-        self._update_auto()
-        target = self._target()
-        if target != self._real.depth:
+        earliest = self._pending_min
+        if earliest != _NO_REF:
+            self._pending_min = _NO_REF
+            if earliest == 0:
+                self._late_run = 0
+            else:
+                # Every arrival of two ticks in a row late: the path itself got slower (a
+                # route change, a sender whose clock runs slow). A simulated buffer would have
+                # stalled once and re-anchored; so does the reference, instead of counting
+                # every later packet as late.
+                self._late_run += 1
+                if self._late_run >= 2:
+                    self._late_run = 0
+                    self._ref += earliest
+        tick = self._tick + 1
+        self._tick = tick
+        self._span_ticks += 1
+        if tick % self._bucket_len == 0:
+            self._rotate()
+        if self._dirty or self._filt != self._raw:
+            self._update_auto()  # the filter is still moving (or the histogram changed)
+        real = self._real
+        target = self._auto if self._mode == "auto" else self._target()
+        if target != real.depth:
             self._retarget(target)
-        played = self._real.tick(ring, cap, high)
+        played = real.tick(self._ring_seq, self._cap, self._high)
         if played < 0:
+            self.played_arrival = _NAN
             return None
-        slot = played % cap
+        slot = played % self._cap
         data = self._ring_data[slot]
         self._ring_data[slot] = None
+        self.played_arrival = self._ring_arrival[slot]
         return data
+
+    def _rotate(self) -> None:
+        """A second has passed: the oldest row of the histogram leaves the window."""
+        bucket = (self._bucket + 1) % self._buckets
+        self._bucket = bucket
+        row = self._hist[bucket]
+        if any(row):
+            win = self._win
+            for i, count in enumerate(row):
+                win[i] -= count
+            row[:] = [0] * len(row)
+            self._dirty = True
 
     def stats(self) -> JitterStats:
         real = self._real

@@ -9,8 +9,15 @@ them, and a call allocates nothing but the one ``bytes`` it returns (encode) or 
 
 The library comes from PyAV's wheel (``av.libs/libopus-*.so*``, BSD licensed), falling back to
 a system ``libopus``. It is loaded with :class:`ctypes.CDLL`, which releases the GIL for the
-duration of every foreign call: the tick thread's codec work runs in parallel with the asyncio
-loop (``tests/jam/test_opus.py`` checks this against a GIL-holding ``PyDLL`` control).
+duration of every foreign call, so codec work can run in parallel with the asyncio loop
+(``tests/jam/test_opus.py`` checks this against a GIL-holding ``PyDLL`` control).
+
+The jam tick asks for the opposite (``hold_gil=True``: the same library through
+:class:`ctypes.PyDLL`). A 2.5 ms stereo decode takes about 10 µs; releasing and re-taking the GIL
+around each of them lets the event loop's thread in between, and CPython hands the GIL back to
+a waiting thread only when the holder blocks or after the 5 ms switch interval, so every
+release could delay the tick by whole blocks. Holding it makes a tick one short, predictable
+stretch of CPU, and the loop gets the GIL back as soon as the tick sleeps.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ __all__ = [
     "libopus_version",
     "load_libopus",
     "packet_samples",
+    "packet_samples_table",
     "pcm16_to_float",
 ]
 
@@ -70,6 +78,8 @@ class OpusError(ValueError):
 
 
 _lib: ctypes.CDLL | None = None
+_lib_gil: ctypes.PyDLL | None = None
+_lib_path = ""
 _lib_lock = threading.Lock()
 
 
@@ -115,12 +125,18 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.opus_decoder_ctl.restype = i
 
 
-def load_libopus() -> ctypes.CDLL:
-    """The process-wide libopus handle (loaded once). Raises :class:`OpusUnavailable`."""
-    global _lib
+def load_libopus(*, hold_gil: bool = False) -> ctypes.CDLL:
+    """The process-wide libopus handle (loaded once). Raises :class:`OpusUnavailable`.
+
+    ``hold_gil``: the same library through :class:`ctypes.PyDLL`, whose calls keep the GIL.
+    """
+    global _lib, _lib_gil, _lib_path
     with _lib_lock:
         if _lib is not None:
-            return _lib
+            if hold_gil and _lib_gil is None:
+                _lib_gil = ctypes.PyDLL(_lib_path)
+                _bind(_lib_gil)
+            return _lib_gil if hold_gil and _lib_gil is not None else _lib
         errors: list[str] = []
         for path in _candidates():
             try:
@@ -130,6 +146,11 @@ def load_libopus() -> ctypes.CDLL:
                 errors.append(f"{path}: {exc}")
                 continue
             _lib = lib
+            _lib_path = path
+            if hold_gil:
+                _lib_gil = ctypes.PyDLL(path)
+                _bind(_lib_gil)
+                return _lib_gil
             return lib
         detail = "; ".join(errors) if errors else "none found"
         raise OpusUnavailable(
@@ -189,6 +210,7 @@ class OpusEncoder:
         bitrate: int = 128_000,
         complexity: int = 5,
         packet_loss_perc: int = 0,
+        hold_gil: bool = False,
     ) -> None:
         _check_shape(channels, frames)
         if not 6_000 <= bitrate <= 510_000:
@@ -197,6 +219,7 @@ class OpusEncoder:
             raise ValueError(f"complexity must be within 0…10, got {complexity}")
         lib = load_libopus()
         self._lib = lib
+        self._encode_float = load_libopus(hold_gil=hold_gil).opus_encode_float
         self.channels = channels
         self.frames = frames
         self.bitrate = bitrate
@@ -257,7 +280,7 @@ class OpusEncoder:
         room = len(buffer) - offset
         if room < 1:
             raise ValueError("no room left in the output buffer")
-        n: int = self._lib.opus_encode_float(
+        n: int = self._encode_float(
             self._st, self._pcm_ptr, self.frames, ctypes.addressof(buffer) + offset, min(room, MAX_PACKET)
         )
         if n < 0:
@@ -267,7 +290,7 @@ class OpusEncoder:
     def encode(self, block: NDArray[np.float32]) -> bytes:
         """One packet for ``block``: planar ``(channels, frames)`` or interleaved ``(frames, channels)``."""
         self._stage(block)
-        n: int = self._lib.opus_encode_float(self._st, self._pcm_ptr, self.frames, self._out_ptr, MAX_PACKET)
+        n: int = self._encode_float(self._st, self._pcm_ptr, self.frames, self._out_ptr, MAX_PACKET)
         if n < 0:
             raise OpusError(n, "opus_encode_float")
         return ctypes.string_at(self._out_ptr, n)
@@ -291,10 +314,11 @@ class OpusDecoder:
     decoder usable.
     """
 
-    def __init__(self, channels: int = 2, frames: int = 120) -> None:
+    def __init__(self, channels: int = 2, frames: int = 120, *, hold_gil: bool = False) -> None:
         _check_shape(channels, frames)
         lib = load_libopus()
         self._lib = lib
+        self._decode_float = load_libopus(hold_gil=hold_gil).opus_decode_float
         self.channels = channels
         self.frames = frames
         err = ctypes.c_int(0)
@@ -333,7 +357,7 @@ class OpusDecoder:
             raise OpusError(samples, "opus_packet_get_nb_samples")
         if samples != self.frames:
             raise OpusError(-4, f"packet holds {samples} samples, expected {self.frames}")
-        got = self._lib.opus_decode_float(self._st, data, n, self._pcm_ptr, self.frames, 0)
+        got = self._decode_float(self._st, data, n, self._pcm_ptr, self.frames, 0)
         if got < 0:
             raise OpusError(got, "opus_decode_float")
         return self._planar
@@ -341,17 +365,19 @@ class OpusDecoder:
     def decode_mono(self, packet: bytes, row: NDArray[np.float32], row_address: int) -> None:
         """Decode ``packet`` as mono into ``row`` (``frames`` float32 at ``row_address``).
 
-        The tick's fast path: a mono stream decodes straight into the row of the input matrix,
-        a stereo one is decoded here and folded to (L + R) / 2 in place, with no temporaries.
+        The tick's fast path. A mono decoder (``channels=1``) writes straight into the row of
+        the input matrix, whatever the stream: libopus downmixes a stereo stream itself, inside
+        the decoder, at less cost than decoding both channels (the engine's choice). A stereo
+        decoder decodes here and folds to (L + R) / 2 in place, with no temporaries.
         ``row_address`` is ``row``'s data pointer, computed once by the caller.
         """
         if self._st is None:
             raise RuntimeError("decoder is closed")
         n = len(packet)
         if self.channels == 1:
-            got = self._lib.opus_decode_float(self._st, packet, n, row_address, self.frames, 0)
+            got = self._decode_float(self._st, packet, n, row_address, self.frames, 0)
         else:
-            got = self._lib.opus_decode_float(self._st, packet, n, self._pcm_ptr, self.frames, 0)
+            got = self._decode_float(self._st, packet, n, self._pcm_ptr, self.frames, 0)
         if got < 0:
             raise OpusError(got, "opus_decode_float")
         if got != self.frames:
@@ -364,7 +390,7 @@ class OpusDecoder:
         if self._st is None:
             raise RuntimeError("decoder is closed")
         target = row_address if self.channels == 1 else self._pcm_ptr
-        got = self._lib.opus_decode_float(self._st, None, 0, target, self.frames, 0)
+        got = self._decode_float(self._st, None, 0, target, self.frames, 0)
         if got < 0:
             raise OpusError(got, "opus_decode_float (concealment)")
         if self.channels == 2:
@@ -378,7 +404,7 @@ class OpusDecoder:
         """Opus packet loss concealment for one missing frame (``opus_decode_float`` with NULL data)."""
         if self._st is None:
             raise RuntimeError("decoder is closed")
-        got = self._lib.opus_decode_float(self._st, None, 0, self._pcm_ptr, self.frames, 0)
+        got = self._decode_float(self._st, None, 0, self._pcm_ptr, self.frames, 0)
         if got < 0:
             raise OpusError(got, "opus_decode_float (concealment)")
         return self._planar
@@ -427,3 +453,18 @@ def float_to_pcm16(block: NDArray[np.float32], out: bytearray | memoryview) -> i
     dst = np.frombuffer(out, dtype="<i2", count=channels * frames).reshape(frames, channels)
     np.multiply(np.clip(block, -1.0, 1.0).T, 32767.0, out=dst, casting="unsafe")
     return int(n)
+
+
+def packet_samples_table(frames: int) -> bytes:
+    """Byte ``t`` is 1 when an Opus packet whose TOC byte is ``t`` holds exactly ``frames`` samples.
+
+    Only packets of one or two frames (TOC codes 0 to 2) are covered; their duration is a
+    function of the TOC byte alone. A receiver checks the common packet with one index instead
+    of a libopus call, and sends the rest (code 3, or a 0 here) to :func:`packet_samples`.
+    """
+    lib = load_libopus()
+    table = bytearray(256)
+    for toc in range(256):
+        if toc & 3 != 3:
+            table[toc] = lib.opus_packet_get_nb_samples(bytes((toc,)), 1, SAMPLE_RATE) == frames
+    return bytes(table)

@@ -71,49 +71,88 @@ class _Framed:
     holds the frame itself, so an id cannot be reused while its entry is alive.
     """
 
-    __slots__ = ("_entries", "_size")
+    __slots__ = ("_entries", "_last", "_last_wire", "_size")
 
     def __init__(self, size: int = 64) -> None:
         self._entries: collections.OrderedDict[int, tuple[bytes, bytes]] = collections.OrderedDict()
         self._size = size
+        # The engine delivers listener after listener, mostly of the same mix: the last frame
+        # answers most calls without the dictionary.
+        self._last: bytes | None = None
+        self._last_wire = b""
 
     def wire(self, frame: bytes) -> bytes:
+        if frame is self._last:
+            return self._last_wire
         key = id(frame)
         hit = self._entries.get(key)
         if hit is not None and hit[0] is frame:
-            return hit[1]
-        wire = binary_frame(frame)
-        self._entries[key] = (frame, wire)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+            wire = hit[1]
+        else:
+            wire = binary_frame(frame)
+            self._entries[key] = (frame, wire)
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        self._last = frame
+        self._last_wire = wire
         return wire
 
 
 _framed = _Framed()
 
 
+class _DirectFanOut:
+    """The engine's batch writer for DirectSinks (:class:`~realtime.jam.engine.FanOut`).
+
+    All listeners of a mix get the same frames: they are WebSocket-framed once and the same
+    bytes are written to every socket, in one loop over the sinks with no call per listener.
+    """
+
+    def send_audio_many(self, sinks: Sequence[DirectSink], frames: Sequence[bytes]) -> list[int] | None:
+        wire = _framed.wire(frames[0]) if len(frames) == 1 else b"".join([_framed.wire(f) for f in frames])
+        refused: list[int] | None = None
+        for i, sink in enumerate(sinks):
+            # DirectSink.send_audio's checks, inlined.
+            proto = sink.proto
+            transport = proto.transport
+            if sink.closing or proto.close_sent or transport.is_closing():
+                continue
+            if transport.get_write_buffer_size() > sink.max_buffer:
+                if refused is None:
+                    refused = []
+                refused.append(i)
+                continue
+            transport.write(wire)
+        return refused
+
+
 class DirectSink:
     """An AudioSink writing pre-framed bytes straight to the socket (our uvicorn protocol)."""
+
+    fanout = _DirectFanOut()
 
     def __init__(self, ws: WebSocket, channel: DirectChannel, *, max_buffer_bytes: int) -> None:
         self._ws = ws
         self._channel = channel
-        self._max = max_buffer_bytes
+        self.proto = channel.proto
+        self.max_buffer = max_buffer_bytes
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
 
     def send_audio(self, frames: Sequence[bytes]) -> bool:
-        channel = self._channel
-        if self.closing or not channel.open:
+        if self.closing:
+            return True
+        proto = self.proto
+        transport = proto.transport
+        if proto.close_sent or transport.is_closing():
             return True  # going away: nothing to deliver and nothing to complain about
-        buffered = channel.buffered()
-        if buffered > self._max:
+        if transport.get_write_buffer_size() > self.max_buffer:
             return False
         wire = _framed.wire
         if len(frames) == 1:
-            channel.write(wire(frames[0]))
+            transport.write(wire(frames[0]))
         else:
-            channel.write(b"".join([wire(f) for f in frames]))
+            transport.write(b"".join([wire(f) for f in frames]))
         return True
 
     def send_control(self, text: str) -> None:
@@ -124,7 +163,7 @@ class DirectSink:
         if self.closing:
             return
         self.closing = True
-        if code == CloseCode.TRY_AGAIN_LATER and self._channel.buffered() > self._max:
+        if code == CloseCode.TRY_AGAIN_LATER and self._channel.buffered() > self.max_buffer:
             self._channel.abort()  # a laggard: a close frame would wait behind what it does not read
             return
         if self._channel.open:
@@ -229,6 +268,9 @@ async def jam_endpoint(ws: WebSocket) -> None:
     try:
         access = await session_access(svc.store, ws.path_params["session_id"], user)
     except errors.NotFound:
+        if svc.audit is not None:  # audited in the background (realtime/audit.py)
+            sid = ws.path_params["session_id"]
+            svc.audit.socket_refused(ws, channel="jam", reason="not_member", user_id=user.id, session_id=sid)
         await ws.close(CloseCode.FORBIDDEN, "not a member of this session")
         return
     session_id = access.session.id
@@ -257,6 +299,11 @@ async def jam_endpoint(ws: WebSocket) -> None:
     on_binary = _frame_handler(
         engine, pid, sink, TokenBucket(settings.jam_frames_per_second, settings.jam_frames_per_second)
     )
+    if not access.role.can_edit and svc.audit is not None:
+        # A viewer's audio frame closes it (1008); only viewers' handlers are wrapped, to audit that once.
+        on_binary = svc.audit.refuse_once(
+            on_binary, ws, channel="jam", reason="not_sender", user_id=user.id, session_id=session_id
+        )
     if direct is not None:
         direct.on_binary = on_binary
     log.info(
@@ -275,15 +322,17 @@ async def jam_endpoint(ws: WebSocket) -> None:
 
 def _frame_handler(engine: JamEngine, pid: str, sink: Sink, bucket: TokenBucket) -> Callable[[bytes], None]:
     """Every inbound audio frame: rate limit, then the engine; a rejected frame closes this socket."""
+    receive = engine.receive
+    take = bucket.take
 
     def on_binary(data: bytes) -> None:
         if sink.closing:
             return
-        if not bucket.take():
+        if not take():
             sink.close(CloseCode.POLICY, "audio frame rate limit exceeded")
             return
         try:
-            engine.receive(pid, data)
+            receive(pid, data)
         except InputRejected as exc:
             sink.send_control(error_message(exc.code, exc.reason))
             sink.close(exc.close_code, close_reason(exc.code, exc.reason))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import time
@@ -11,12 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from realtime.jam.control import Jitter, Join, Mix, Monitor, Ping, StatsRequest
 from realtime.jam.engine import EngineConfig, EngineFull, InputRejected, JamEngine, warm_up
-from realtime.jam.frames import CODEC_OPUS, CODEC_PCM16, FLAG_RESYNC, encode_frame, parse_frame
-from realtime.jam.opus import OpusDecoder, OpusEncoder
+from realtime.jam.frames import CODEC_OPUS, CODEC_PCM16, FLAG_RESYNC, FrameError, encode_frame, parse_frame
+from realtime.jam.opus import OpusDecoder, OpusEncoder, OpusError, packet_samples
 from realtime.jam.sessions import JamSessions
 from realtime.jam.stats import HistogramBank, LogHistogram
 
@@ -577,3 +580,160 @@ def test_histogram_bank_rows_match_single_histograms() -> None:
     bank.reset_row(2)
     assert bank.row(2).count == 0
     assert bank.row(1).count == singles[1].count
+
+
+def test_histogram_bins_subtract_to_a_window() -> None:
+    h = LogHistogram()
+    for v in (0.001, 0.002, 0.003):
+        h.record(v)
+    before = h.bins_json()
+    for v in (0.010, 0.011, 0.012, 0.013):
+        h.record(v)
+    after = h.bins_json()
+    window = {k: v - before["counts"].get(k, 0) for k, v in after["counts"].items()}
+    w = LogHistogram.from_bins({**after, "counts": {k: v for k, v in window.items() if v}})
+    assert w.count == 4
+    assert 0.0095 < w.percentile(0.5) < 0.0135
+    assert w.max >= 0.013
+
+
+def _reference_verdict(engine: JamEngine, data: bytes) -> str:
+    """What the full parser says about a sender's frame: "ok" or the InputRejected code."""
+    try:
+        header, payload, redundant = parse_frame(data)
+    except FrameError as exc:
+        return exc.reason
+    if header.frames != engine.block:
+        return "bad_frames"
+    if header.codec == CODEC_OPUS:
+        try:
+            if packet_samples(bytes(payload)) != engine.block or (
+                len(redundant) and packet_samples(bytes(redundant)) != engine.block
+            ):
+                return "bad_opus"
+        except OpusError:
+            return "bad_opus"
+    return "ok"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.data(),
+    edits=st.lists(st.tuples(st.integers(0, 63), st.integers(0, 255)), max_size=3),
+    cut=st.integers(0, 70),
+)
+def test_quick_receive_check_agrees_with_the_full_parser(
+    data: st.DataObject, edits: list[tuple[int, int]], cut: int
+) -> None:
+    """receive() clears the common frame with byte compares; it must accept and refuse exactly
+    what parse_frame() + packet_samples() would."""
+    engine = make_engine(Clock())
+    a, _ = join(engine, "a")
+    frame = bytearray(data.draw(st.sampled_from(_SAMPLE_FRAMES)))
+    for index, value in edits:
+        if index < len(frame):
+            frame[index] = value
+    raw = bytes(frame[: len(frame) - cut] if cut < len(frame) else frame)
+    expected = _reference_verdict(engine, raw)
+    before = len(engine.participant(a)._inbox)  # type: ignore[union-attr]
+    try:
+        engine.receive(a, raw)
+        got = "ok"
+    except InputRejected as exc:
+        got = exc.code
+    assert got == expected
+    queued = len(engine.participant(a)._inbox) - before  # type: ignore[union-attr]
+    assert queued == (1 if got == "ok" else 0)
+
+
+def _sample_frames() -> list[bytes]:
+    mono = Player(500).frame()
+    stereo = Player(700, channels=2).frame()
+    wide = OpusEncoder(2, BLOCK, bitrate=510_000).encode(np.zeros((2, BLOCK), np.float32))
+    with_copy = encode_frame(
+        codec=CODEC_OPUS, channels=2, sequence=5, timestamp=600, frames=BLOCK, payload=wide, redundant=wide
+    )
+    pcm = Player(900, codec=CODEC_PCM16).frame()
+    return [mono, stereo, with_copy, pcm]
+
+
+_SAMPLE_FRAMES = _sample_frames()
+
+
+class _FanSink(Sink):
+    """A sink whose kind writes in batches: the engine must use the fan-out, not send_audio."""
+
+    def __init__(self, fan: _Fan) -> None:
+        super().__init__()
+        self.fanout = fan
+
+    def send_audio(self, frames: Sequence[bytes]) -> bool:
+        raise AssertionError("a fan-out sink got a send_audio call")
+
+
+class _Fan:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send_audio_many(self, sinks: Sequence[_FanSink], frames: Sequence[bytes]) -> list[int] | None:
+        self.calls += 1
+        refused = [i for i, s in enumerate(sinks) if not s.accept]
+        for s in sinks:
+            if s.accept:
+                s.frames.extend(frames)
+        return refused or None
+
+
+def test_fan_out_sinks_get_one_call_per_mix_and_laggards_are_still_closed(clock: Clock) -> None:
+    engine = make_engine(clock)
+    fan = _Fan()
+    sinks = [_FanSink(fan) for _ in range(3)]
+    players = {
+        engine.join(f"u{i}", f"p{i}", can_send=True, sink=s).pid: Player(400 + 300 * i)
+        for i, s in enumerate(sinks)
+    }
+    plain_pid, plain = join(engine, "plain", can_send=False)  # a listener without fan-out
+    run(engine, clock, players, 100)
+    assert fan.calls == 100  # everyone hears the same mix: one call a tick for the three
+    assert all(len(s.frames) == 100 for s in sinks)
+    assert len(plain.frames) == 100
+    pid0 = next(iter(players))
+    p0 = engine.participant(pid0)
+    assert p0 is not None
+    assert p0.sent == 100
+    assert p0.bytes_out == sum(len(f) for f in sinks[0].frames)
+    sinks[1].accept = False  # one socket stops taking audio
+    run(engine, clock, players, int(1.2 / PERIOD))
+    lagging = [engine.participant(pid) for pid in players][1]
+    assert lagging is not None
+    assert sinks[1].closed is not None
+    assert sinks[1].closed[0] == 1013
+    assert lagging.dropped_out > 0
+    assert sinks[0].closed is None
+    assert sinks[2].closed is None
+    assert plain.closed is None
+    assert engine.participant(plain_pid).sent == len(plain.frames)  # type: ignore[union-attr]
+
+
+def test_server_added_latency_counts_the_limiter_look_ahead(clock: Clock) -> None:
+    engine = make_engine(clock)
+    a, _ = join(engine, "a")
+    run(engine, clock, {a: Player(500)}, 200)
+    stats = engine.stats_json()
+    assert stats["engine"]["limiterMs"] == pytest.approx(0.5)  # the smallest look-ahead: 24 samples
+    # Frames arrive right before the tick that plays them (depth 1, manual clock): what is left
+    # is one block of wait and the limiter's delay.
+    assert stats["latencyMs"]["p50"] == pytest.approx(PERIOD * 1000 + 0.5, rel=0.07)
+
+
+async def test_starting_a_jam_takes_the_heap_out_of_full_collections() -> None:
+    """A full collection stops every thread: what the server holds when a jam starts is frozen."""
+    gc.unfreeze()
+    held = [object()]  # something long-lived the process already had
+    engine = JamEngine("gc", EngineConfig(fade_in_s=0))
+    try:
+        engine.start()
+        assert gc.get_freeze_count() > 0
+        assert not any(o is held for o in gc.get_objects())  # no collection walks it any more
+    finally:
+        await asyncio.to_thread(engine.stop)

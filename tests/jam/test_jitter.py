@@ -436,3 +436,33 @@ def test_random_interleavings_never_raise_and_the_books_balance(
         assert s.played == returned
         assert min(s.lost, s.late, s.concealed, s.underruns, s.overflows, s.recovered) >= 0
         assert s.recovered <= s.packets
+
+
+def test_a_route_change_is_counted_once_not_as_a_path_that_stays_late() -> None:
+    """From 10 s on every packet takes 5 ms longer, for good: one stall, then back to 1 block.
+
+    A statistic that measured lateness against the old fastest path would see every later
+    packet 2 blocks late and keep the buffer deep for as long as the change lasts.
+    """
+    sends = A._sends(TICKS + 100)
+    delays = [A.BASE_DELAY_S + (0.005 if s >= 10.0 else 0.0) for s in sends]
+    buf = JitterBuffer()
+    trace = A.replay(buf, A._stream(sends, delays), TICKS)
+    st_ = trace.stats
+    assert st_ is not None
+    assert set(trace.depth[: 10 * 400]) == {1}
+    assert max(trace.depth) <= 2  # at most the one-block bump of the stall itself
+    assert set(trace.depth[20 * 400 :]) == {1}
+    assert st_.concealed <= 4  # the 2 blocks the change cost, once
+    assert st_.lost == 0
+    _assert_in_order(trace)
+    _assert_books_balance(buf)
+
+
+def test_the_auto_depth_does_not_depend_on_how_deep_the_buffer_may_go() -> None:
+    """The decision reads a histogram of lateness: a larger max_depth only adds empty columns."""
+    arrivals = A.pareto(TICKS // 2 + 100)
+    shallow = A.replay(JitterBuffer(), arrivals, TICKS // 2)
+    deep = A.replay(JitterBuffer(max_depth=60, capacity=128), arrivals, TICKS // 2)
+    assert deep.depth == shallow.depth
+    assert deep.played == shallow.played
