@@ -83,7 +83,8 @@ class Settings:
     jam_bitrate: int = 128_000
     jam_complexity: int = 5
     jam_max_participants: int = 128
-    # Per-listener queue between the tick and the event loop; older audio is dropped beyond it.
+    # Undelivered ticks per jam between the tick thread and the event loop; older audio is
+    # dropped beyond it.
     jam_send_queue_frames: int = 40
     # Unsent bytes a jam socket may hold before its audio is dropped; behind for jam_laggard_s: closed.
     jam_send_buffer_bytes: int = 64 * 1024
