@@ -120,15 +120,15 @@ ROLE_TABLE = rows(
     # the live jam over HTTP. Viewers may join over WebRTC too, receive-only (checked below).
     Row("GET", "/api/sessions/{session_id}/jam/stats", EVERYONE),
     Row("POST", "/api/sessions/{session_id}/jam/webrtc", EVERYONE, sdp=True),
-    # Another member's peer: only the session's owner may read or end it; the others get the
-    # transport's own 403 (not the role check's, so it is not audited; see docs/privacy.md).
+    # Another member's peer: only the session's owner may read or end it; the others get a
+    # role refusal with its own code, audited like every other.
     Row(
         "GET",
         "/api/sessions/{session_id}/jam/webrtc/{peer_id}",
         OWNER,
         setup=frozenset({"peer"}),
         refused=(403, "not_your_peer"),
-        audited=False,
+        audited=True,
     ),
     Row(
         "DELETE",
@@ -136,7 +136,7 @@ ROLE_TABLE = rows(
         OWNER,
         setup=frozenset({"peer"}),
         refused=(403, "not_your_peer"),
-        audited=False,
+        audited=True,
     ),
 )
 

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from persistence.ports import Role
 
 from .. import errors
-from ..accounts import session_access
+from ..accounts import RoleForbidden, session_access
 from ..jam.engine import EngineFull
 from ..transport.jam_webrtc import MAX_SDP_BYTES, JamPeer, JamWebRtc, OfferError, PeerLimitReached
 from .common import authenticate, services
@@ -105,9 +105,13 @@ async def _own_peer(request: Request) -> tuple[JamWebRtc, JamPeer]:
     if peer is None or peer.session_id != access.session.id:
         raise errors.NotFound("no such WebRTC jam peer", code="peer_not_found")
     if peer.user_id != caller.user.id and access.role is not Role.OWNER:
-        raise errors.Forbidden(
-            "only the peer's own user or the session owner may do this", code="not_your_peer"
+        denied = RoleForbidden(
+            "only the peer's own user or the session owner may do this",
+            session_id=access.session.id,
+            user_id=caller.user.id,
         )
+        denied.code = "not_your_peer"
+        raise denied  # audited centrally, like every other role refusal
     return rtc, peer
 
 
