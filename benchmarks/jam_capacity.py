@@ -45,113 +45,22 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import ROOT, code_state, machine_info
+from benchmarks._jam_server import Server, setup_session
+from benchmarks._jam_server import http_json as _http
 
 ANCHOR_DIR = ROOT.parent / "shared" / "anchors" / "jamulus"
 PER_USER = 32  # participants per account (the per-user connection cap is well above this)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _http(method: str, url: str, body: Any = None, token: str | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
-
-
-class Server:
-    def __init__(self, port: int, data_dir: Path) -> None:
-        # The code of the checkout this benchmark belongs to, whatever the venv's editable
-        # install points at (so an older copy of the tree can be measured as a baseline).
-        env = dict(os.environ, ESCENARIO_LOG_LEVEL="warning", PYTHONPATH=str(ROOT))
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self.log = open(data_dir / "server.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "realtime.cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.proc.returncode}; see {data_dir / 'server.log'}"
-                )
-            with contextlib.suppress(OSError):
-                _http("GET", self.base + "/healthz")
-                return
-            time.sleep(0.2)
-        raise RuntimeError("server did not become healthy")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-def _setup_session(server: Server, n: int) -> tuple[str, list[str]]:
-    users = max(1, -(-n // PER_USER))
-    tokens = []
-    emails = []
-    for u in range(users):
-        email = f"player{u}@bench.test"
-        out = _http(
-            "POST",
-            server.base + "/api/auth/signup",
-            {"email": email, "password": "correct horse battery staple", "name": f"P{u}"},
-        )
-        tokens.append(out["token"])
-        emails.append(email)
-    session = _http("POST", server.base + "/api/sessions", {"title": f"jam {n}"}, tokens[0])
-    for email in emails[1:]:
-        _http(
-            "POST",
-            server.base + f"/api/sessions/{session['id']}/members",
-            {"email": email, "role": "editor"},
-            tokens[0],
-        )
-    return session["id"], tokens
 
 
 def _realtime(pid: int, priority: int = 10) -> int:
@@ -194,9 +103,9 @@ class _RealtimeWatch:
 
 def run_ours(n: int, duration: float, warmup: float, realtime: bool = False) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"jam-bench-{n}-"))
-    server = Server(_free_port(), data_dir)
+    server = Server(data_dir)
     try:
-        sid, tokens = _setup_session(server, n)
+        sid, tokens = setup_session(server.base, n, per_user=PER_USER, title=f"jam {n}")
         gen = subprocess.Popen(
             [
                 sys.executable,

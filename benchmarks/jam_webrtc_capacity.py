@@ -33,24 +33,22 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import ROOT, code_state, machine_info
+from benchmarks._jam_server import Server, setup_session
+from benchmarks._jam_server import http_json as _http
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 GENERATOR = ROOT / "benchmarks" / "_jam_load_webrtc.py"
@@ -58,95 +56,6 @@ PER_USER = 4  # clients per account (the server caps WebRTC peers per user at 8 
 PERIOD_MS = 2.5
 TARGET_P99_MS = 10.0
 TARGET_N = 16
-
-
-# ----------------------------------------------------------------------------------------------
-# Server and session (the same recipe as jam_capacity.py, kept here so each benchmark stands alone)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _http(method: str, url: str, body: Any = None, token: str | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
-
-
-class Server:
-    """``escenario serve`` on a free port with its own data directory."""
-
-    def __init__(self, data_dir: Path, *, loopback: bool = False) -> None:
-        env = dict(os.environ, ESCENARIO_LOG_LEVEL="warning", PYTHONPATH=str(ROOT))
-        if loopback:
-            env["ESCENARIO_JAM_WEBRTC_LOOPBACK_CANDIDATES"] = "true"
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir / "server.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "realtime.cli", "serve"),
-                *("--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(data_dir)),
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
-            with contextlib.suppress(OSError):
-                _http("GET", self.base + "/healthz")
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become healthy")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def setup_session(base: str, n: int) -> tuple[str, list[str]]:
-    """A session with ``ceil(n / PER_USER)`` editor accounts; returns its id and one token per client."""
-    users = max(1, -(-n // PER_USER))
-    tokens, emails = [], []
-    for u in range(users):
-        email = f"player{u}@bench.test"
-        out = _http(
-            "POST",
-            base + "/api/auth/signup",
-            {"email": email, "password": "correct horse battery staple", "name": f"P{u}"},
-        )
-        tokens.append(out["token"])
-        emails.append(email)
-    session = _http("POST", base + "/api/sessions", {"title": f"webrtc jam {n}"}, tokens[0])
-    for email in emails[1:]:
-        _http(
-            "POST",
-            base + f"/api/sessions/{session['id']}/members",
-            {"email": email, "role": "editor"},
-            tokens[0],
-        )
-    return str(session["id"]), [tokens[i // PER_USER] for i in range(n)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,11 +210,13 @@ def wait_for_quiet(limit_s: float, threshold: float = 0.3) -> float:
 def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     others_before = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
     data_dir = Path(tempfile.mkdtemp(prefix=f"jam-webrtc-bench-{n}-"))
-    server = Server(data_dir, loopback=args.loopback)
+    server = Server(
+        data_dir, env={"ESCENARIO_JAM_WEBRTC_LOOPBACK_CANDIDATES": "true"} if args.loopback else None
+    )
     gens: list[subprocess.Popen[str]] = []
     gen_log = open(data_dir / "generators.log", "w")  # noqa: SIM115 (closed below)
     try:
-        sid, tokens = setup_session(server.base, n)
+        sid, tokens = setup_session(server.base, n, per_user=PER_USER, title=f"webrtc jam {n}")
         chunks = [(i, min(args.per_gen, n - i)) for i in range(0, n, args.per_gen)]
         # Generators connect one after another so that ICE gathering and DTLS handshakes of
         # the server (one event loop) are not what times a client out.
