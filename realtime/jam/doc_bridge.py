@@ -357,11 +357,16 @@ class SessionBridge:
         cache: list[Any] = [None, None, ()]  # inputs, mapping, track ids
 
         def tap(
-            k: int, inputs: tuple[str, ...], x: NDArray[np.float32], arrivals: NDArray[np.float64], now: float
+            k: int,
+            inputs: tuple[str, ...],
+            x: NDArray[np.float32],
+            arrivals: NDArray[np.float64],
+            seqs: NDArray[np.int64],
+            now: float,
         ) -> None:
             block = x.copy()  # one copy per tick, shared by both consumers (neither writes to it)
             if recorder is not None:
-                recorder.push(k, inputs, block, arrivals.copy(), now)
+                recorder.push(k, inputs, block, arrivals.copy(), seqs, now)
             if live is not None:
                 mapping = bridge._live_ids
                 if cache[0] is not inputs or cache[1] is not mapping:

@@ -171,12 +171,16 @@ class FanOut(Protocol):
         ...
 
 
-JamTap = Callable[[int, tuple[str, ...], NDArray[np.float32], NDArray[np.float64], float], None]
-"""``tap(tick, inputs, x, arrivals, now)``, called on the tick thread after decoding: ``tick`` is
-the index of this tick's deadline on the schedule (deadlines skipped after a stall count, so it
-jumps there), ``x`` this tick's decoded input rows (N x B, in ``inputs`` pid order; a view valid
-during the call only), ``arrivals`` each row's arrival time on the engine clock (NaN: concealed
-or silent) and ``now`` the tick's clock reading."""
+JamTap = Callable[
+    [int, tuple[str, ...], NDArray[np.float32], NDArray[np.float64], NDArray[np.int64], float], None
+]
+"""``tap(tick, inputs, x, arrivals, seqs, now)``, called on the tick thread after decoding:
+``tick`` is the index of this tick's deadline on the schedule (deadlines skipped after a stall
+count, so it jumps there), ``x`` this tick's decoded input rows (N x B, in ``inputs`` pid order;
+a view valid during the call only), ``arrivals`` each row's arrival time on the engine clock
+(NaN: concealed or silent), ``seqs`` the place of each row's block in its sender's stream
+(:attr:`JitterBuffer.played_seq`; -1: a block the buffer inserted, or no sender) and ``now`` the
+tick's clock reading."""
 
 
 class InputRejected(Exception):
@@ -595,11 +599,20 @@ class JamEngine:
         """Hand every tick's decoded inputs to ``tap`` (None: stop; costs nothing when off)."""
         self._tap = tap
 
+    def _seqs(self, n: int) -> NDArray[np.int64]:
+        """Each input row's :attr:`JitterBuffer.played_seq`, read only when a tap wants it (so
+        the tick's loop over senders stays as it was)."""
+        seqs = np.full(n, -1, np.int64)
+        for i, p in enumerate(self._inputs[:n]):
+            if p is not None and p._active and p._jitter is not None:
+                seqs[i] = p._jitter.played_seq
+        return seqs
+
     def _call_tap(self, tap: JamTap, k: int, inputs: tuple[str, ...], n: int, now: float) -> None:
         try:
             # The deadline's index on the schedule: skipped deadlines count, so a consumer that
             # keeps time by it (the recorder) stays on the wall clock through a stall.
-            tap(k + self.stats.skipped_ticks, inputs, self._x[:n], self._arrival_now[:n], now)
+            tap(k + self.stats.skipped_ticks, inputs, self._x[:n], self._arrival_now[:n], self._seqs(n), now)
         except Exception:  # a consumer's bug must not stop the jam
             log.exception("jam tap failed; removed", extra={"room": self.session_id})
             self._tap = None

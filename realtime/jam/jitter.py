@@ -112,6 +112,7 @@ class _Lane:
         "skipped",
         "stall",
         "started",
+        "turn",
         "underruns",
     )
 
@@ -120,6 +121,7 @@ class _Lane:
         self.hold = hold
         self.clear(_BASE)
         self.started = False
+        self.turn = _CONCEAL
         self.played = self.concealed = self.underruns = self.skipped = self.overflows = 0
 
     def clear(self, nxt: int) -> None:
@@ -145,7 +147,13 @@ class _Lane:
         self.next = target
 
     def tick(self, ring: list[int], cap: int, high: int) -> int:
-        """One block: the sequence number to play, or ``_CONCEAL`` / ``_IDLE`` (not started)."""
+        """One block: the sequence number to play, or ``_CONCEAL`` / ``_IDLE`` (not started).
+
+        :attr:`turn` is then the sequence number whose place in the sender's stream this block
+        takes, played or concealed; ``_CONCEAL`` for a block the buffer inserted (a stall while
+        it deepens, an underrun, a refill) that stands for no sender audio at all.
+        """
+        self.turn = _CONCEAL
         if self.stall:
             self.stall -= 1
             self.concealed += 1
@@ -176,6 +184,7 @@ class _Lane:
         else:
             self.over = 0
         if ring[nxt % cap] == nxt:
+            self.turn = nxt
             self.next = nxt + 1
             self.count -= 1
             self.played += 1
@@ -185,10 +194,12 @@ class _Lane:
             while ring[s % cap] != s:  # count > 0 guarantees a queued packet ahead
                 s += 1
             self.skipped += s - nxt
+            self.turn = s
             self.next = s + 1
             self.count -= 1
             self.played += 1
             return s
+        self.turn = nxt  # lost at its turn: concealed in its place
         self.next = nxt + 1
         self.skipped += 1
         self.concealed += 1
@@ -209,6 +220,11 @@ class JitterBuffer:
 
     played_arrival: float
     """The ``arrival_s`` of the packet the last :meth:`get` returned (NaN when it returned None)."""
+    played_seq: int
+    """The extended sequence number whose place the last :meth:`get`'s block took in the sender's
+    stream (also for a packet lost at its turn and concealed); -1 for a block the buffer inserted
+    (before the first packet, while it fills or deepens, after an underrun). The recorder places
+    audio by it, so a depth change mid-take does not shift what follows."""
 
     def __init__(
         self,
@@ -331,6 +347,7 @@ class JitterBuffer:
         self._last_bump = -self._bump_gap
         self._real = _Lane(self._target(), self._hold)
         self.played_arrival = _NAN
+        self.played_seq = -1
         for row in self._hist:
             row[:] = [0] * len(row)
         self._win[:] = [0] * len(self._win)
@@ -544,6 +561,7 @@ class JitterBuffer:
         """
         if not self._anchored:
             self.played_arrival = _NAN
+            self.played_seq = -1
             return None
         pending = self._pending
         if pending:
@@ -580,6 +598,8 @@ class JitterBuffer:
         if target != real.depth:
             self._retarget(target)
         played = real.tick(self._ring_seq, self._cap, self._high)
+        turn = real.turn
+        self.played_seq = turn - _BASE if turn >= 0 else -1
         if played < 0:
             self.played_arrival = _NAN
             return None

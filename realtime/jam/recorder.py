@@ -21,6 +21,16 @@ reported with what :func:`place_clip` needs to put it on the timeline.
 
 So a file whose first sample was decoded at wall time ``t0`` starts on the timeline at
 ``pos(t0) - L``; a start before zero is cut off with the clip's ``offset``.
+
+**Placement in the file.** Each block is written where its sequence number puts it in the
+sender's stream (:attr:`~realtime.jam.jitter.JitterBuffer.played_seq`), not where the tick played
+it: when the jitter buffer deepens mid-take it inserts a block that stands for no sender audio
+(skipped), and when it trims it drops packets (their place stays silent), so a depth change does
+not shift the rest of the take. ``t0`` is likewise anchored on arrivals: the median of
+``arrival - position`` over the take, plus the median residence, is when sample 0 would have been
+decoded by a buffer that never changed depth. A jump of the sequence numbers that the ticks do not
+match (a sender's restart or resume after a pause) is a discontinuity: the file goes on where the
+ticks say.
 """
 
 from __future__ import annotations
@@ -56,14 +66,29 @@ WAV_BYTES_PER_FRAME: Final = 3  # mono, 24-bit
 _POLL_S: Final = 0.05
 _WAIT_BIN_S: Final = 1e-4  # residence histogram: 0.1 ms bins up to 1 s (40 KB a participant)
 _WAIT_BINS: Final = 10_000
+# Arrival anchor histogram: 0.1 ms bins over +-1 s around the file's first decode (80 KB).
+_ANCHOR_SPAN_S: Final = 1.0
+_ANCHOR_BINS: Final = 20_000
+# How far the sequence numbers may run ahead of or behind the ticks before it is a restart:
+# more than any jitter buffer's depth change (its maximum depth is well under this).
+_RESYNC_BLOCKS: Final = 80
 
 
-def _median_wait(hist: NDArray[np.int32]) -> float | None:
+def _median_bin(hist: NDArray[np.int32]) -> int | None:
     total = int(hist.sum())
     if not total:
         return None
-    index = int(np.searchsorted(np.cumsum(hist), (total + 1) // 2))
-    return (index + 0.5) * _WAIT_BIN_S
+    return int(np.searchsorted(np.cumsum(hist), (total + 1) // 2))
+
+
+def _median_wait(hist: NDArray[np.int32]) -> float | None:
+    index = _median_bin(hist)
+    return None if index is None else (index + 0.5) * _WAIT_BIN_S
+
+
+def _median_anchor(hist: NDArray[np.int32]) -> float | None:
+    index = _median_bin(hist)
+    return None if index is None else (index + 0.5) * _WAIT_BIN_S - _ANCHOR_SPAN_S
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,7 +155,9 @@ class TakeFile:
     path: Path
     frames: int
     first_tick: int
-    first_time: float  # the engine clock (monotonic seconds) of the tick that decoded sample 0
+    # The engine clock (monotonic seconds) at which sample 0 was decoded, as anchored on the
+    # take's arrivals (module notes); the tick's own time when no arrival was measured.
+    first_time: float
     residence_s: float | None  # median arrival → decode wait of its blocks; None if never measured
     padded_frames: int  # silence written for blocks the recorder lost (queue full)
 
@@ -141,18 +168,21 @@ class TakeFile:
 
 class _File:
     __slots__ = (
+        "anchors",
         "encoder",
         "first_tick",
         "first_time",
         "frames",
         "handle",
-        "next_tick",
+        "last_tick",
+        "next_pos",
         "padded",
         "path",
+        "shift",
         "waits",
     )
 
-    def __init__(self, path: Path, first_tick: int, first_time: float) -> None:
+    def __init__(self, path: Path, first_tick: int, first_time: float, first_seq: int) -> None:
         self.path = path
         # Opened here, not by the encoder: a file that cannot be created fails cleanly.
         self.handle = path.open("xb")
@@ -163,10 +193,21 @@ class _File:
             raise
         self.first_tick = first_tick
         self.first_time = first_time
-        self.next_tick = first_tick
+        self.shift = -first_seq  # a block's position in the file, in blocks: seq + shift
+        self.next_pos = 0
+        self.last_tick = first_tick
         self.frames = 0
         self.padded = 0
         self.waits = np.zeros(_WAIT_BINS, np.int32)  # histogram of arrival → decode waits
+        self.anchors = np.zeros(_ANCHOR_BINS, np.int32)  # arrival - position, around first_time
+
+    def anchored_time(self) -> float:
+        """When sample 0 was decoded, as the take's arrivals and residence put it."""
+        anchor = _median_anchor(self.anchors)
+        wait = _median_wait(self.waits)
+        if anchor is None or wait is None:
+            return self.first_time
+        return self.first_time + anchor + wait
 
     def write(self, samples: NDArray[np.float32]) -> None:
         self.encoder.write(samples.reshape(1, -1))
@@ -184,7 +225,7 @@ class _File:
         self.path.unlink(missing_ok=True)
 
 
-_Item = tuple[int, tuple[str, ...], NDArray[np.float32], NDArray[np.float64], float]
+_Item = tuple[int, tuple[str, ...], NDArray[np.float32], NDArray[np.float64], NDArray[np.int64], float]
 
 
 class TakeRecorder:
@@ -236,16 +277,18 @@ class TakeRecorder:
         inputs: tuple[str, ...],
         x: NDArray[np.float32],
         arrivals: NDArray[np.float64],
+        seqs: NDArray[np.int64],
         now: float,
     ) -> None:
         """One tick's decoded inputs (``x`` rows in ``inputs`` order, owned by the recorder from
-        now on) and their arrival times (NaN: concealed). Never blocks; a full queue drops the
+        now on), their arrival times (NaN: concealed) and places in their senders' streams (-1:
+        inserted by the jitter buffer, no sender audio). Never blocks; a full queue drops the
         block (the writer pads the gap with silence, so later audio stays aligned)."""
         q = self._queue
         if len(q) >= self._max_items or self._stop.is_set():
             self.dropped_blocks += 1
             return
-        q.append((tick, inputs, x, arrivals, now))
+        q.append((tick, inputs, x, arrivals, seqs, now))
 
     # -- loop --------------------------------------------------------------------------------
     def finish(self, pid: str) -> None:
@@ -308,38 +351,75 @@ class TakeRecorder:
     def _write_run(self, run: list[_Item]) -> None:
         k0 = run[0][0]
         inputs = run[0][1]
-        count = len(run)
         blocks = np.stack([item[2] for item in run])  # (T, N, B)
         arrivals = np.stack([item[3] for item in run])  # (T, N)
-        nows = np.array([item[4] for item in run])  # (T,)
-        b = self.block
+        seqs = np.stack([item[4] for item in run])  # (T, N)
+        nows = np.array([item[5] for item in run])  # (T,)
+        ticks = np.arange(k0, k0 + len(run), dtype=np.int64)
         for i, pid in enumerate(inputs):
             if pid in self._done:
                 continue
             rows = blocks[:, i, :]
+            seq = seqs[:, i]
             f = self._files.get(pid)
             first = 0
             if f is None:
-                sounding = np.flatnonzero(rows.any(axis=1))
+                sounding = np.flatnonzero(rows.any(axis=1) & (seq >= 0))
                 if not sounding.size:
                     continue  # nothing from this participant yet: its file starts with its audio
                 first = int(sounding[0])
-                f = self._files[pid] = _File(self._temp_path(".wav"), k0 + first, float(nows[first]))
+                f = self._files[pid] = _File(
+                    self._temp_path(".wav"), k0 + first, float(nows[first]), int(seq[first])
+                )
                 self.participants += 1
-            else:
-                gap = k0 - f.next_tick
-                if gap > 0:  # blocks the queue dropped, or ticks where it was not an input
-                    f.write(np.zeros(gap * b, np.float32))
-                    f.padded += gap * b
-                elif gap < 0:
-                    continue  # cannot happen with a monotonic tick counter; never write twice
-            f.write(np.ascontiguousarray(rows[first:]).reshape(-1))
-            f.next_tick = k0 + count
-            waits = nows[first:] - arrivals[first:, i]
-            waits = waits[~np.isnan(waits)]
-            if waits.size:
-                bins = np.clip((waits / _WAIT_BIN_S).astype(np.int64), 0, _WAIT_BINS - 1)
-                f.waits += np.bincount(bins, minlength=_WAIT_BINS).astype(np.int32)
+            keep = np.flatnonzero(seq[first:] >= 0) + first  # inserted blocks hold no sender audio
+            if keep.size:
+                self._write_blocks(f, rows[keep], seq[keep], ticks[keep], nows[keep], arrivals[keep, i])
+
+    def _write_blocks(
+        self,
+        f: _File,
+        rows: NDArray[np.float32],
+        seq: NDArray[np.int64],
+        ticks: NDArray[np.int64],
+        nows: NDArray[np.float64],
+        arrivals: NDArray[np.float64],
+    ) -> None:
+        """Write blocks at their places in the sender's stream: gaps (lost, trimmed, dropped by
+        the queue) become silence, and a sequence jump the ticks do not match re-bases the file
+        on the ticks."""
+        b = self.block
+        pos = seq + f.shift
+        # Normally the places advance like the ticks, give or take the buffer's depth changes.
+        expected = f.next_pos - 1 + (ticks - f.last_tick)
+        bad = (np.diff(pos, prepend=f.next_pos - 1) <= 0) | (np.abs(pos - expected) > _RESYNC_BLOCKS)
+        if bad.any():
+            pos = pos.copy()
+            last_pos, last_tick = f.next_pos - 1, f.last_tick
+            for t in range(len(pos)):
+                p = int(seq[t]) + f.shift
+                if p <= last_pos or abs(p - (last_pos + int(ticks[t]) - last_tick)) > _RESYNC_BLOCKS:
+                    p = last_pos + max(1, int(ticks[t]) - last_tick)
+                    f.shift = p - int(seq[t])
+                pos[t] = p
+                last_pos, last_tick = p, int(ticks[t])
+        span = int(pos[-1]) - f.next_pos + 1
+        out = np.zeros((span, b), np.float32)
+        out[pos - f.next_pos] = rows
+        gap = span - len(pos)
+        if gap:
+            f.padded += gap * b
+        f.write(out.reshape(-1))
+        f.next_pos = int(pos[-1]) + 1
+        f.last_tick = int(ticks[-1])
+        measured = ~np.isnan(arrivals)
+        if measured.any():
+            waits = nows[measured] - arrivals[measured]
+            bins = np.clip((waits / _WAIT_BIN_S).astype(np.int64), 0, _WAIT_BINS - 1)
+            f.waits += np.bincount(bins, minlength=_WAIT_BINS).astype(np.int32)
+            anchor = arrivals[measured] - f.first_time - pos[measured] * (b / SAMPLE_RATE) + _ANCHOR_SPAN_S
+            bins = np.clip((anchor / _WAIT_BIN_S).astype(np.int64), 0, _ANCHOR_BINS - 1)
+            f.anchors += np.bincount(bins, minlength=_ANCHOR_BINS).astype(np.int32)
 
     def _close(self, pid: str) -> None:
         self._done.add(pid)
@@ -356,7 +436,7 @@ class TakeRecorder:
                 path=f.path,
                 frames=f.frames,
                 first_tick=f.first_tick,
-                first_time=f.first_time,
+                first_time=f.anchored_time(),
                 residence_s=_median_wait(f.waits),
                 padded_frames=f.padded,
             )
