@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable, Sequence
 
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import errors
 from ..accounts import session_access
@@ -37,6 +37,7 @@ from ..jam.control import ControlError, Leave, error_message, parse_control
 from ..jam.engine import EngineFull, InputRejected, JamEngine
 from ..session.room import CloseCode
 from .limits import TokenBucket
+from .queued import QueuedWriter
 from .sync_ws import _token_from
 from .uvicorn_ws import DIRECT_EXTENSION, DirectChannel
 from .wsframe import binary_frame
@@ -178,75 +179,14 @@ class DirectSink:
             await self._close_task
 
 
-class QueuedSink:
+class QueuedSink(QueuedWriter):
     """An AudioSink over plain ASGI sends (other servers, Starlette's test client)."""
 
-    def __init__(self, ws: WebSocket, *, max_queue_bytes: int) -> None:
-        self._ws = ws
-        self._queue: collections.deque[bytes | str] = collections.deque()
-        self._queued_bytes = 0
-        self._max = max_queue_bytes
-        self._wake = asyncio.Event()
-        self._close: tuple[int, str] | None = None
-        self._writer = asyncio.get_running_loop().create_task(self._run())
-
-    @property
-    def closing(self) -> bool:
-        return self._close is not None
-
     def send_audio(self, frames: Sequence[bytes]) -> bool:
-        if self._close is not None:
-            return True
-        size = sum(len(f) for f in frames)
-        if self._queued_bytes and self._queued_bytes + size > self._max:
-            return False
-        self._queue.extend(frames)
-        self._queued_bytes += size
-        self._wake.set()
-        return True
+        return self.offer(frames, sum(len(f) for f in frames))
 
     def send_control(self, text: str) -> None:
-        if self._close is None:
-            self._queue.append(text)
-            self._queued_bytes += len(text)
-            self._wake.set()
-
-    def close(self, code: int, reason: str) -> None:
-        if self._close is None:
-            self._close = (code, reason)
-            if code == CloseCode.TRY_AGAIN_LATER:
-                self._queue.clear()
-                self._queued_bytes = 0
-            self._wake.set()
-
-    async def _run(self) -> None:
-        ws = self._ws
-        queue = self._queue
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while queue:
-                    item = queue.popleft()
-                    self._queued_bytes -= len(item)
-                    if isinstance(item, bytes):
-                        await ws.send_bytes(item)
-                    else:
-                        await ws.send_text(item)
-                if self._close is not None:
-                    code, reason = self._close
-                    if ws.application_state == ws.client_state == WebSocketState.CONNECTED:
-                        await ws.close(code, reason)
-                    return
-
-    async def finish(self) -> None:
-        if not self._writer.done():
-            self.close(CloseCode.GOING_AWAY, "bye")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        self.push_text(text)
 
 
 Sink = DirectSink | QueuedSink

@@ -14,13 +14,13 @@ bound is dropped, never waited for):
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 from typing import Protocol
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..session.room import CloseCode
+from .queued import QueuedWriter
 from .uvicorn_ws import DirectChannel
 from .wsframe import binary_frame
 
@@ -107,64 +107,13 @@ class DirectPeer:
             await self._close_task
 
 
-class QueuedPeer:
+class QueuedPeer(QueuedWriter):
     def __init__(self, ws: WebSocket, user_id: str, *, max_queue_bytes: int) -> None:
+        super().__init__(ws, max_queue_bytes=max_queue_bytes)
         self.user_id = user_id
-        self._ws = ws
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._queued_bytes = 0
-        self._max = max_queue_bytes
-        self._wake = asyncio.Event()
-        self._close: tuple[int, str] | None = None
-        self._writer = asyncio.get_running_loop().create_task(self._run())
-
-    @property
-    def closing(self) -> bool:
-        return self._close is not None
 
     def enqueue(self, frame: bytes) -> bool:
-        if self._close is not None:
-            return True
-        if self._queued_bytes + len(frame) > self._max and self._queue:
-            return False
-        self._queue.append(frame)
-        self._queued_bytes += len(frame)
-        self._wake.set()
-        return True
+        return self.offer((frame,), len(frame))
 
     def flush(self) -> bool:
         return True  # the writer task sends as soon as it is woken; enqueue checks the bound
-
-    def close(self, code: int, reason: str) -> None:
-        if self._close is None:
-            self._close = (code, reason)
-            if code == CloseCode.TRY_AGAIN_LATER:
-                self._queue.clear()  # a laggard gets no more backlog
-                self._queued_bytes = 0
-            self._wake.set()
-
-    async def _run(self) -> None:
-        ws = self._ws
-        queue = self._queue
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while queue:
-                    frame = queue.popleft()
-                    self._queued_bytes -= len(frame)
-                    await ws.send_bytes(frame)
-                if self._close is not None:
-                    code, reason = self._close
-                    if ws.application_state == ws.client_state == WebSocketState.CONNECTED:
-                        await ws.close(code, reason)
-                    return
-
-    async def finish(self) -> None:
-        if not self._writer.done():
-            self.close(CloseCode.GOING_AWAY, "bye")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
