@@ -90,6 +90,11 @@ class Settings:
     jam_send_buffer_bytes: int = 64 * 1024
     jam_laggard_s: float = 1.0
     jam_fade_in_s: float = 3.0
+    # SCHED_FIFO priority of each jam's tick thread (1-99; 0: normal priority). Needs
+    # CAP_SYS_NICE or an RLIMIT_RTPRIO; without it the jam runs at normal priority and logs why.
+    jam_realtime_priority: int = 10
+    # Nice value of the event loop's thread once a jam runs (0: leave it); needs CAP_SYS_NICE.
+    jam_loop_nice: int = -10
     # Inbound audio frames per second and connection (a 2.5 ms stream sends 400).
     jam_frames_per_second: float = 2000.0
     # Sessions that get their own labelled series on /metrics (the rest only count in the totals).

@@ -106,6 +106,7 @@ from .opus import (
     packet_samples_table,
     pcm16_to_float,
 )
+from .scheduling import lower_switch_interval, request_realtime
 from .stats import EngineStats, HistogramBank, LogHistogram
 
 __all__ = [
@@ -220,6 +221,12 @@ class EngineConfig:
     # Move the heap into the garbage collector's permanent generation when a jam starts (see
     # freeze_heap): a full collection of a server-sized heap stops every thread for tens of ms.
     freeze_heap: bool = True
+    # The tick thread's SCHED_FIFO priority (1-99; 0 leaves it at normal priority) and the
+    # interpreter's GIL switch interval while a jam runs (see realtime.jam.scheduling).
+    realtime_priority: int = 10
+    switch_interval_s: float = 0.0005
+    # The nice value the event loop's thread asks for when the first jam starts (0: leave it).
+    loop_nice: int = -10
 
     def __post_init__(self) -> None:
         if self.block not in (120, 240, 480):
@@ -228,6 +235,12 @@ class EngineConfig:
             raise ValueError(f"max_participants must be within 1…4096, got {self.max_participants}")
         if self.send_queue_frames < 1:
             raise ValueError("send_queue_frames must be at least 1")
+        if not 0 <= self.realtime_priority <= 99:
+            raise ValueError(f"realtime_priority must be within 0…99, got {self.realtime_priority}")
+        if not -20 <= self.loop_nice <= 19:
+            raise ValueError(f"loop_nice must be within -20…19, got {self.loop_nice}")
+        if not 0 < self.switch_interval_s <= 0.005:
+            raise ValueError(f"switch_interval_s must be within (0, 0.005], got {self.switch_interval_s}")
 
     @property
     def period_s(self) -> float:
@@ -1145,6 +1158,7 @@ class JamEngine:
             return
         if self.config.freeze_heap:
             freeze_heap()
+        lower_switch_interval(self.config.switch_interval_s)
         self._thread = threading.Thread(target=self._run, name=f"jam-tick-{self.session_id[:8]}", daemon=True)
         self._thread.start()
 
@@ -1168,7 +1182,8 @@ class JamEngine:
 
     def _run(self) -> None:
         self.stats.thread_id = threading.get_native_id()
-        warm_up(self.block)
+        warm_up(self.block)  # at normal priority: a first compile can take a second
+        self.stats.scheduling = request_realtime(self.config.realtime_priority)
         period = self.block * 1_000_000_000 // SAMPLE_RATE  # exact for 120/240/480 at 48 kHz
         stop = self._stop
         stats = self.stats

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .engine import EngineConfig, JamEngine, warm_up
+from .scheduling import raise_thread_priority
 from .stats import LogHistogram
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         send_queue_frames=settings.jam_send_queue_frames,
         laggard_s=settings.jam_laggard_s,
         fade_in_s=settings.jam_fade_in_s,
+        realtime_priority=settings.jam_realtime_priority,
+        loop_nice=settings.jam_loop_nice,
     )
 
 
@@ -48,6 +51,7 @@ class JamSessions:
         self._retired_ticks = LogHistogram()
         self._retired_counts = {"ticks": 0, "deadline_misses": 0, "skipped_ticks": 0}
         self._closed = False
+        self._loop_priority_asked = False
         # The session-document side of every jam (live tracks, recording); set by the app.
         self.documents: JamDocuments | None = None
 
@@ -73,6 +77,9 @@ class JamSessions:
                 session_id, self.config, wake=loop.call_soon_threadsafe, on_empty=self._on_empty
             )
             self._engines[session_id] = engine
+            if not self._loop_priority_asked:
+                self._loop_priority_asked = True
+                raise_thread_priority(self.config.loop_nice)
             if self.documents is not None:
                 self.documents.attach(engine)
             engine.start()

@@ -279,6 +279,7 @@ class EngineStats:
     block: int = 120
     limiter_ms: float = 0.0  # the mixes' limiter look-ahead (counted in the server-added latency)
     thread_id: int = 0  # the tick thread's OS thread id (for per-thread CPU figures), 0 before it runs
+    scheduling: str = "normal"  # the tick thread's OS policy: "fifo:<priority>" or "normal"
     ticks: int = 0
     deadline_misses: int = 0
     skipped_ticks: int = 0
@@ -305,6 +306,7 @@ class EngineStats:
             "deliveryMs": self.delivery.snapshot(),
             "limiterMs": round(self.limiter_ms, 4),
             "threadId": self.thread_id,
+            "scheduling": self.scheduling,
             # Raw bins, so that two readings can be subtracted (a benchmark's measured window).
             "bins": {
                 "tick": self.tick.bins_json(),
