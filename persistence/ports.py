@@ -148,6 +148,19 @@ class InviteRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ShareRecord:
+    """A session's public preview link (migration 0006). `version` grows at every change, and
+    a link names the version it was signed for, so any change revokes the links before it."""
+
+    session_id: str
+    enabled: bool
+    version: int
+    expires_at: float | None
+    updated_by: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One entry of the append-only audit log. `ip` is None once anonymised (or never known)."""
 
@@ -531,6 +544,17 @@ class Store(Protocol):
     async def use_invite(self, invite_id: str, *, user_id: str, at: float) -> InviteRecord | None:
         """Mark an unused invite that has not expired at `at` as used by `user_id`, atomically
         (two accepting at once: one wins); the used record, or None (then `get_invite` says why)."""
+
+    # public preview share links (migration 0006) ------------------------------------------
+    async def get_share(self, session_id: str) -> ShareRecord | None:
+        """The session's share state; None if sharing was never set for it."""
+
+    async def set_share(
+        self, session_id: str, *, enabled: bool, expires_at: float | None, by: str | None
+    ) -> ShareRecord:
+        """Enable or disable the session's share link, bumping its version by one (the first
+        set makes version 1), at the store's clock; `NotFound` if the session or user does not
+        exist."""
 
 
 @runtime_checkable

@@ -52,6 +52,7 @@ from persistence._jobs import (
     status_values,
 )
 from persistence._migrate import load_migrations, pending
+from persistence._shares import SHARE_COLUMNS, share_from_row
 from persistence.ports import (
     AssetKind,
     AssetRecord,
@@ -69,6 +70,7 @@ from persistence.ports import (
     Role,
     RoomRecord,
     SessionRecord,
+    ShareRecord,
     User,
 )
 
@@ -978,6 +980,35 @@ class PostgresStore:
             invite_id,
         )
         return None if row is None else _invite_from_row(row)
+
+    # public preview share links -------------------------------------------------------------
+    async def get_share(self, session_id: str) -> ShareRecord | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(
+            f"SELECT {SHARE_COLUMNS} FROM session_shares WHERE session_id = $1", session_id
+        )
+        return None if row is None else share_from_row(row)
+
+    async def set_share(
+        self, session_id: str, *, enabled: bool, expires_at: float | None, by: str | None
+    ) -> ShareRecord:
+        pool = await self._get_pool()
+        try:
+            row = await pool.fetchrow(
+                f"INSERT INTO session_shares ({SHARE_COLUMNS}) VALUES ($1, $2, 1, $3, $4, $5) "
+                "ON CONFLICT (session_id) DO UPDATE SET enabled = excluded.enabled, "
+                "version = session_shares.version + 1, expires_at = excluded.expires_at, "
+                "updated_by = excluded.updated_by, updated_at = excluded.updated_at "
+                f"RETURNING {SHARE_COLUMNS}",
+                session_id,
+                enabled,
+                expires_at,
+                by,
+                self._clock(),
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"no session {session_id!r} or no user {by!r}") from exc
+        return share_from_row(row)
 
 
 def _count(status: str) -> int:

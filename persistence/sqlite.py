@@ -55,6 +55,7 @@ from persistence._jobs import (
     status_values,
 )
 from persistence._migrate import load_migrations, pending, sqlite_statements
+from persistence._shares import SHARE_COLUMNS, share_from_row
 from persistence.ports import (
     AssetKind,
     AssetRecord,
@@ -72,6 +73,7 @@ from persistence.ports import (
     Role,
     RoomRecord,
     SessionRecord,
+    ShareRecord,
     User,
 )
 
@@ -1006,6 +1008,29 @@ class SqliteStore:
                 (at, user_id, invite_id, at),
             )
         return _first(_invite_from_row(row) for row in rows)
+
+    # public preview share links -------------------------------------------------------------
+    async def get_share(self, session_id: str) -> ShareRecord | None:
+        async with self._locked() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {SHARE_COLUMNS} FROM session_shares WHERE session_id = ?", (session_id,)
+            )
+        return _first(share_from_row(row) for row in rows)
+
+    async def set_share(
+        self, session_id: str, *, enabled: bool, expires_at: float | None, by: str | None
+    ) -> ShareRecord:
+        async with self._transaction() as db:
+            with _foreign_key_is_not_found(f"no session {session_id!r} or no user {by!r}"):
+                rows = await db.execute_fetchall(
+                    f"INSERT INTO session_shares ({SHARE_COLUMNS}) VALUES (?, ?, 1, ?, ?, ?) "
+                    "ON CONFLICT (session_id) DO UPDATE SET enabled = excluded.enabled, "
+                    "version = session_shares.version + 1, expires_at = excluded.expires_at, "
+                    "updated_by = excluded.updated_by, updated_at = excluded.updated_at "
+                    f"RETURNING {SHARE_COLUMNS}",
+                    (session_id, int(enabled), expires_at, by, self._clock()),
+                )
+        return share_from_row(next(iter(rows)))
 
 
 def _append_updates_sync(conn: sqlite3.Connection, room: str, updates: list[bytes]) -> int:

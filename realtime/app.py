@@ -31,6 +31,7 @@ from .api import me as me_api
 from .api import preview as preview_api
 from .api import render as render_api
 from .api import sessions as sessions_api
+from .api import share as share_api
 from .api.common import error_response, services
 from .api.headers import SecurityHeaders
 from .audit import Action, AuditLog, audit_role_denied
@@ -212,6 +213,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
         *render_api.routes,
         *jobs_api.routes,
         *preview_api.routes,
+        *share_api.routes,
         *sync_ws.routes,
         *jam_api.routes,
         *jam_ws.routes,

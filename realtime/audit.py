@@ -47,6 +47,8 @@ class Action(enum.StrEnum):
     EXPORT_DOWNLOADED = "account.export_download"
     INVITE_CREATED = "invite.create"
     INVITE_ACCEPTED = "invite.accept"
+    SHARE_ENABLED = "session.share_enable"
+    SHARE_DISABLED = "session.share_disable"
 
 
 def client_ip(conn: HTTPConnection) -> str | None:

@@ -157,15 +157,17 @@ def test_join_the_jam_and_see_latency(server: ServerProcess, browser: Browser, c
     wait_for(monitor_off_manual_4, "monitor off and a manual depth of 4 on the server")
     expect(alice.tid("jam-status")).to_have_text("In the jam")
 
-    # Record is a shared transport flag in the document
+    # Record is a shared transport flag in the document; pressing it starts the transport too
     alice.tid("jam-record").click()
     expect(alice.tid("jam-record")).to_have_attribute("aria-pressed", "true")
-    expect(alice.tid("jam-record-state")).to_have_attribute("data-state", "armed")
+    expect(alice.tid("jam-record-state")).to_have_attribute("data-state", "recording")
+    expect(alice.tid("transport")).to_have_attribute("data-playing", "true")
     wait_for(
         lambda: read_document(server, token, sid)["session"].get("transport", {}).get("recording") is True,
         "transport.recording in the document",
     )
-    expect(alice.tid("presence-activity")).to_contain_text("jamming")
+    assert read_document(server, token, sid)["session"]["transport"].get("playing") is True
+    expect(alice.tid("presence-activity")).to_contain_text("recording")
     shot(alice, "joined")
 
     alice.tid("jam-record").click()

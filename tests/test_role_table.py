@@ -89,6 +89,10 @@ ROLE_TABLE = rows(
     Row("DELETE", "/api/sessions/{session_id}/members/{user_id}", OWNER),
     Row("POST", "/api/sessions/{session_id}/invites", OWNER, json={"role": "viewer", "expires_in_s": 3600}),
     Row("GET", "/api/sessions/{session_id}/audit", OWNER),
+    # public preview share links (issue 6): only the owner manages them
+    Row("GET", "/api/sessions/{session_id}/share", OWNER),
+    Row("POST", "/api/sessions/{session_id}/share", OWNER, json={"expires_in_s": 3600}),
+    Row("DELETE", "/api/sessions/{session_id}/share", OWNER),
     # assets
     Row("GET", "/api/sessions/{session_id}/assets", EVERYONE),
     Row("POST", "/api/sessions/{session_id}/assets", WRITERS, upload=True),

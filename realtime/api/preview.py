@@ -1,6 +1,15 @@
-"""`GET /api/sessions/{id}/preview.ogg`: the session's live mix as an endless Ogg/Opus stream."""
+"""`GET /api/sessions/{id}/preview.ogg`: the session's live mix as an endless Ogg/Opus stream.
+
+Members sign in (header, cookie or `?token=`); listeners without an account use an owner's share
+link (`?share=`, see `realtime.share`), which works only while sharing is enabled: an open
+stream re-checks its link every `RECHECK_S` and ends once the link is revoked or expires.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -10,7 +19,9 @@ from persistence.ports import User
 
 from .. import errors
 from ..accounts import session_access
+from ..share import RECHECK_S
 from .common import authenticate, services
+from .share import shared_session
 
 
 async def _caller_for_media(request: Request) -> User:
@@ -24,12 +35,47 @@ async def _caller_for_media(request: Request) -> User:
     return (await authenticate(request)).user
 
 
+async def while_allowed(
+    stream: AsyncIterator[bytes],
+    allowed: Callable[[], Awaitable[bool]],
+    *,
+    every_s: float = RECHECK_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[bytes]:
+    """`stream`, ended (and closed) at the first chunk after `allowed()` turned false."""
+    next_check = clock() + every_s
+    async with contextlib.aclosing(stream) as chunks:  # type: ignore[type-var]
+        async for chunk in chunks:
+            if clock() >= next_check:
+                if not await allowed():
+                    return
+                next_check = clock() + every_s
+            yield chunk
+
+
 async def preview(request: Request) -> Response:
     svc = services(request)
-    user = await _caller_for_media(request)
-    access = await session_access(svc.store, request.path_params["session_id"], user)
+    session_id = request.path_params["session_id"]
+    share = request.query_params.get("share")
+    if share is not None:
+        _, session = await shared_session(request, share)
+        if session.id != session_id:
+            raise errors.Forbidden("this listening link is for another session", code="invalid_share_link")
+
+        async def still_shared() -> bool:
+            try:
+                await shared_session(request, share)
+            except errors.ApiError:
+                return False
+            return True
+
+        body = while_allowed(svc.preview.listen(session.id), still_shared)
+    else:
+        user = await _caller_for_media(request)
+        access = await session_access(svc.store, session_id, user)
+        body = svc.preview.listen(access.session.id)
     return StreamingResponse(
-        svc.preview.listen(access.session.id),
+        body,
         media_type="audio/ogg",
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )

@@ -9,7 +9,7 @@ import { h } from './dom';
 import { JamClient, type JamState } from './jamclient';
 import { fmtMs, jamUrl, playerLabel, JITTER_MODES, type JamFigures, type JamParticipant, type JitterMode } from './jamcontrol';
 import type { FifoStats } from './jamdsp';
-import { readRecording, readTransport, setRecording } from './transport';
+import { readRecording, readTransport, toggleRecording } from './transport';
 
 export interface JamPanelOptions {
   sessionId: string;
@@ -48,7 +48,7 @@ export class JamPanel {
   constructor(private readonly opts: JamPanelOptions) {
     this.joinBtn = h('button', { type: 'button', testid: 'jam-join', class: 'primary' }, 'Join the jam');
     this.leaveBtn = h('button', { type: 'button', testid: 'jam-leave', hidden: true }, 'Leave');
-    this.recordBtn = h('button', { type: 'button', testid: 'jam-record', 'aria-pressed': 'false', title: 'Record the jam into the session while the transport plays' }, '● Record');
+    this.recordBtn = h('button', { type: 'button', testid: 'jam-record', 'aria-pressed': 'false', title: 'Record the jam into the session (starts the transport)' }, '● Record');
     this.recordState = h('span', { class: 'muted', testid: 'jam-record-state' });
     this.statusEl = h('span', { class: 'muted', testid: 'jam-status', role: 'status' }, 'Not in the jam');
     this.monitor = h('input', { type: 'checkbox', testid: 'jam-monitor', checked: true });
@@ -96,7 +96,7 @@ export class JamPanel {
     this.joinBtn.addEventListener('click', () => void this.join());
     this.leaveBtn.addEventListener('click', () => this.leave());
     this.recordBtn.addEventListener('click', () => {
-      if (this.opts.canEdit()) setRecording(this.opts.doc, !readRecording(this.opts.doc));
+      if (this.opts.canEdit()) toggleRecording(this.opts.doc);
     });
     this.monitor.addEventListener('change', () => this.client?.setMonitor(this.monitor.checked));
     const jitter = (): void => {

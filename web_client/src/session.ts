@@ -27,7 +27,11 @@ import { deleteClips, duplicateClips, moveClips, reorderTrack, setClipGeometry, 
 import { JamPanel } from './jampanel';
 import { cancelJob, jobActivity, readJobs, startErrorMessage, startJob, type JobKind, type JobView } from './jobs';
 import { JobsPanel } from './jobspanel';
+import { ExportDialog } from './export';
+import { SharePanel } from './share';
 import { Metronome } from './metronome';
+import { LocalPlayback } from './playback';
+import { levelDb } from './playmath';
 import { ColorPalette, ShortcutsDialog } from './overlays';
 import { cursorTime, readPeers, selectionsByOthers, userColor, type LocalPresence, type Peer, type PresenceUser } from './presence';
 import { Selection } from './selection';
@@ -77,6 +81,9 @@ export class SessionView {
   private readonly selection = new Selection();
   private readonly assets: AssetStore;
   private readonly metronome: Metronome;
+  private readonly playback: LocalPlayback;
+  /** Local playback was on when "Listen" switched it off: it comes back when listening stops. */
+  private localBeforeListen = false;
   private state: ConnState = 'connecting';
   private role: string | null;
   private everSynced = false;
@@ -110,6 +117,8 @@ export class SessionView {
   private readonly uploadMsg: HTMLDivElement;
   private readonly api: ApiClient;
   private readonly jobsPanel: JobsPanel;
+  private readonly exportDialog: ExportDialog;
+  private readonly sharePanel: SharePanel;
   private readonly jamPanel: JamPanel;
   private jobsKey = '';
   private uploading = false;
@@ -143,6 +152,15 @@ export class SessionView {
     this.presenceList = h('ul', { class: 'presence-list' });
     this.emptyEl = h('p', { class: 'muted empty', testid: 'no-tracks' }, 'No tracks yet.');
     this.bar = new TransportBar();
+    this.playback = new LocalPlayback({
+      token: opts.token,
+      doc: this.doc,
+      onStatus: (s) =>
+        this.bar.setLocalAudio(this.playback.on, {
+          ...s,
+          rmsDb: s.meter ? [levelDb(s.meter.rms[0]), levelDb(s.meter.rms[1])] : null,
+        }),
+    });
     this.help = new ShortcutsDialog();
     this.palette = new ColorPalette((trackId, color) => {
       if (this.canEdit()) asOneStep(this.undo, () => setTrackColor(this.doc, trackId, color));
@@ -194,6 +212,8 @@ export class SessionView {
     );
 
     this.api = new ApiClient({ get: () => opts.token, set: () => undefined });
+    this.exportDialog = new ExportDialog({ sessionId: opts.sessionId, token: opts.token, doc: this.doc });
+    this.sharePanel = new SharePanel(this.api, opts.sessionId);
     this.jobsPanel = new JobsPanel({
       start: (kind) => void this.startJob(kind),
       cancel: (id) => void this.cancelJob(id),
@@ -212,6 +232,7 @@ export class SessionView {
       { class: 'session-body' },
       h('div', { class: 'presence', testid: 'presence' }, h('span', { class: 'muted' }, 'Here now:'), this.presenceList),
       this.bar.root,
+      h('div', { class: 'export-share', testid: 'export-share' }, this.exportDialog.button, this.sharePanel.button),
       this.jamPanel.root,
       this.uploadMsg,
       this.uploadEl,
@@ -235,6 +256,8 @@ export class SessionView {
       this.bodyEl,
       this.help.root,
       this.palette.root,
+      this.exportDialog.root,
+      this.sharePanel.root,
     );
 
     this.wireControls();
@@ -307,7 +330,9 @@ export class SessionView {
     document.removeEventListener('pointerdown', this.onDocPointerDown, true);
     this.stopListening();
     this.jamPanel.destroy();
+    this.exportDialog.destroy();
     this.metronome.destroy();
+    this.playback.destroy();
     this.timeline.destroy();
     this.undo.destroy();
     this.provider.awareness.off('change', this.onAwarenessChange);
@@ -353,6 +378,7 @@ export class SessionView {
     b.toStart.addEventListener('click', () => this.runAction('to-start'));
     b.loop.addEventListener('click', () => this.runAction('loop'));
     b.metronome.addEventListener('click', () => this.runAction('metronome'));
+    b.localAudio.addEventListener('click', () => this.playback.setEnabled(!this.playback.on));
     b.snap.addEventListener('click', () => {
       this.snapOn = !this.snapOn;
       b.snap.setAttribute('aria-pressed', String(this.snapOn));
@@ -608,6 +634,7 @@ export class SessionView {
     document.title = `${title} — Escenario`;
     this.roleEl.textContent = this.role ?? '…';
     this.roleEl.hidden = this.role === null;
+    this.sharePanel.setOwner(this.role === 'owner');
 
     const editable = this.canEdit();
     this.bodyEl.hidden = isTerminal(this.state) && !this.everSynced;
@@ -661,6 +688,7 @@ export class SessionView {
     this.emptyEl.hidden = this.tracks.length > 0;
     this.renderJobs();
     this.jamPanel.render();
+    this.playback.sync();
     this.markReady();
   }
 
@@ -848,6 +876,9 @@ export class SessionView {
     }
     b.listen.setAttribute('aria-pressed', 'true');
     b.listen.classList.add('active');
+    // the preview is the same timeline a second later: playing both would echo
+    this.localBeforeListen = this.playback.on;
+    this.playback.setEnabled(false);
     b.audio.src = `/api/sessions/${encodeURIComponent(this.opts.sessionId)}/preview.ogg?token=${encodeURIComponent(this.opts.token)}`;
     b.audio.play().catch((err: unknown) => {
       if (err instanceof DOMException && err.name === 'AbortError') return;
@@ -859,6 +890,8 @@ export class SessionView {
 
   private stopListening(): void {
     const b = this.bar;
+    if (this.localBeforeListen) this.playback.setEnabled(true);
+    this.localBeforeListen = false;
     b.listen.setAttribute('aria-pressed', 'false');
     b.listen.classList.remove('active');
     b.audio.pause();

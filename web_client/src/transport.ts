@@ -215,3 +215,17 @@ export function readRecording(doc: Y.Doc): boolean {
 export function setRecording(doc: Y.Doc, on: boolean): void {
   doc.transact(() => ensureTransport(doc).set('recording', on), TRANSPORT_ORIGIN);
 }
+
+/**
+ * The jam's Record button: arm recording and, if the transport is stopped, start it from where
+ * it is, in one transaction, so recording starts at once and followers see one change.
+ * Disarming leaves the transport as it is.
+ */
+export function toggleRecording(doc: Y.Doc, nowMs: number = Date.now()): boolean {
+  const on = !readRecording(doc);
+  doc.transact(() => {
+    ensureTransport(doc).set('recording', on);
+    if (on && !readTransport(doc).playing) setTransport(doc, true, nowMs);
+  }, TRANSPORT_ORIGIN);
+  return on;
+}

@@ -16,6 +16,15 @@ export interface TransportState {
   canRedo: boolean;
 }
 
+/** What the local playback button shows (playback.ts's status, levels as dBFS text). */
+export interface LocalAudioView {
+  state: string;
+  assets: number;
+  rmsDb: readonly [string, string] | null;
+  position: number | null;
+  message: string | null;
+}
+
 export class TransportBar {
   readonly root: HTMLDivElement;
   readonly toStart = h('button', { type: 'button', testid: 'to-start', class: 'tbtn secondary', title: 'Back to the start (Home)' }, '⇤');
@@ -32,6 +41,12 @@ export class TransportBar {
   readonly undo = h('button', { type: 'button', testid: 'undo', class: 'tbtn secondary', title: 'Undo your last edit (Ctrl/⌘+Z)', disabled: true }, '↶');
   readonly redo = h('button', { type: 'button', testid: 'redo', class: 'tbtn secondary', title: 'Redo (Ctrl/⌘+Shift+Z)', disabled: true }, '↷');
   readonly help = h('button', { type: 'button', testid: 'help', class: 'tbtn secondary', title: 'Keyboard shortcuts (?)' }, '?');
+  /** Local playback of the timeline through this browser (playback.ts); its data-* show its state and level. */
+  readonly localAudio = h(
+    'button',
+    { type: 'button', testid: 'local-audio', class: 'tbtn secondary active', 'aria-pressed': 'true', 'data-state': 'idle', title: 'Play the timeline on this computer when the transport plays' },
+    '♫ Local',
+  );
   readonly listen = h('button', { type: 'button', testid: 'listen', class: 'tbtn secondary', 'aria-pressed': 'false', title: 'Hear the server mix' }, '◉ Listen');
   readonly audio = h('audio', { testid: 'preview-audio', preload: 'none' });
   readonly exportFormat = h(
@@ -56,6 +71,7 @@ export class TransportBar {
       this.tempo,
       h('span', { class: 'group' }, this.snap, this.undo, this.redo, this.help),
       h('span', { class: 'spacer' }),
+      this.localAudio,
       this.listen,
       this.exportFormat,
       this.exportBtn,
@@ -90,6 +106,22 @@ export class TransportBar {
   showPosition(seconds: number, bpm: number, ts: readonly [number, number]): void {
     const text = `${barBeatLabel(seconds, bpm, ts)}  ${formatTime(seconds)}`;
     if (this.position.textContent !== text) this.position.textContent = text;
+  }
+
+  /** Local playback: on/off, its state, and the level it plays (dBFS per side, "-inf" when silent). */
+  setLocalAudio(on: boolean, s: LocalAudioView): void {
+    const b = this.localAudio;
+    b.setAttribute('aria-pressed', String(on));
+    b.classList.toggle('active', on);
+    b.dataset.state = s.state;
+    b.dataset.assets = String(s.assets);
+    b.dataset.rmsLeft = s.rmsDb?.[0] ?? '';
+    b.dataset.rmsRight = s.rmsDb?.[1] ?? '';
+    b.dataset.position = s.position === null ? '' : String(s.position);
+    b.title =
+      s.state === 'blocked'
+        ? 'The browser holds the sound until you click on the page'
+        : (s.message ?? 'Play the timeline on this computer when the transport plays');
   }
 
   setMetronome(on: boolean, clicks: number): void {
