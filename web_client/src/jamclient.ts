@@ -1,16 +1,20 @@
 // One browser's place in the session's live jam: microphone in (raw: no echo cancellation,
 // noise suppression or gain control), an AudioWorklet re-blocking it into the jam's blocks,
-// PCM16 frames over `ws(s)://HOST/jam/{id}` and the personal mix played back through the
-// worklet's FIFO. PCM16 both ways, so no codec has to ship to the browser.
+// frames over `ws(s)://HOST/jam/{id}` and the personal mix played back through the worklet's
+// FIFO. Opus both ways through the browser's own WebCodecs when it can run them at the
+// session's block size (nothing to ship), else PCM16; a codec failure re-joins with PCM16.
 
 import workletUrl from './jam-worklet.ts?worker&url';
-import { CODEC_PCM16, encodeFrame, floatToPcm16, FrameCounter, parseFrame, pcm16ToFloat } from './jamframes';
+import { pickCodec, probeOpus, type CodecApi, type CodecPreference, type JamCodec } from './jamcodec';
+import { MixDecoder, OpusBlockEncoder, webCodecsOf, type MixDecodeStats, type WebCodecs } from './jamcodecio';
+import { CODEC_OPUS, CODEC_PCM16, encodeFrame, floatToPcm16, FrameCounter, parseFrame } from './jamframes';
 import type { FifoStats } from './jamdsp';
 import {
   EMPTY_FIGURES,
   jamCloseMessage,
   jitterMessage,
   joinMessage,
+  RateMeter,
   mixMessage,
   monitorMessage,
   parseServerMessage,
@@ -23,15 +27,29 @@ import {
 
 export type JamState = 'idle' | 'starting' | 'joined' | 'closed';
 
+/** The audio link as this browser sees it: codec, bit rates on the wire, decoding counts. */
+export interface JamLink {
+  /** The codec one sends (and asked the mix in). */
+  codec: JamCodec;
+  /** Why PCM16 although Opus was wanted, or null. */
+  fallback: string | null;
+  /** Frame bytes (headers included) per second, in kbit/s, over the last second. */
+  kbpsOut: number | null;
+  kbpsIn: number | null;
+  mix: MixDecodeStats;
+}
+
 export interface JamEvents {
   state(state: JamState, message: string | null): void;
   welcome(w: Welcome): void;
   participants(list: JamParticipant[]): void;
-  figures(f: JamFigures, local: FifoStats | null): void;
+  figures(f: JamFigures, local: FifoStats | null, link: JamLink): void;
 }
 
 const PING_MS = 1000;
 const STATS_MS = 1000;
+/** Opus' look-ahead in CELT low-delay mode: one's audio reaches the server this much later. */
+const OPUS_LOOKAHEAD_MS = 2.5;
 
 export class JamClient {
   state: JamState = 'idle';
@@ -49,16 +67,44 @@ export class JamClient {
   private lastUnderruns = 0;
   sentFrames = 0;
   receivedFrames = 0;
+  bytesOut = 0;
+  bytesIn = 0;
+  private readonly codecs: WebCodecs | null;
+  private opusBlocks: ReadonlySet<number> = new Set();
+  /** The codec of the last `join`: what the server sends the mix in. */
+  private requested: JamCodec = 'pcm16';
+  private opusFailed: string | null = null;
+  private encoder: OpusBlockEncoder | null = null;
+  private mix: MixDecoder;
+  private latencyMs: number | null = null;
+  private readonly rateOut = new RateMeter();
+  private readonly rateIn = new RateMeter();
+  private kbpsOut: number | null = null;
+  private kbpsIn: number | null = null;
 
   constructor(
     private readonly url: string,
     private readonly name: string,
     private readonly on: JamEvents,
-  ) {}
+    private pref: CodecPreference = 'auto',
+    codecApi: object = globalThis,
+  ) {
+    this.codecs = webCodecsOf(codecApi);
+    this.probeApi = codecApi as CodecApi;
+    this.mix = this.newMixDecoder();
+  }
+
+  private readonly probeApi: CodecApi;
+
+  get link(): JamLink {
+    return { codec: this.requested, fallback: this.opusFailed, kbpsOut: this.kbpsOut, kbpsIn: this.kbpsIn, mix: { ...this.mix.stats } };
+  }
 
   async join(): Promise<void> {
     if (this.state === 'starting' || this.state === 'joined') return;
     this.setState('starting', null);
+    // the probe runs while the microphone starts; a missing or refusing WebCodecs means PCM16
+    const probe = this.codecs && this.pref === 'auto' ? probeOpus(this.probeApi) : Promise.resolve(new Set<number>());
     try {
       this.stream = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1, sampleRate: 48000 },
@@ -69,10 +115,11 @@ export class JamClient {
       await ctx.audioWorklet.addModule(workletUrl);
       const node = new AudioWorkletNode(ctx, 'escenario-jam', { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [2] });
       this.node = node;
-      node.port.onmessage = (e: MessageEvent<{ type: string; samples?: Float32Array; stats?: FifoStats }>) => this.fromWorklet(e.data);
+      node.port.onmessage = (e: MessageEvent<{ type: string; samples?: Float32Array<ArrayBuffer>; stats?: FifoStats }>) => this.fromWorklet(e.data);
       ctx.createMediaStreamSource(this.stream).connect(node);
       node.connect(ctx.destination);
       if (ctx.state !== 'running') await ctx.resume();
+      this.opusBlocks = await probe;
     } catch (err) {
       this.teardown();
       const denied = err instanceof DOMException && (err.name === 'NotAllowedError' || err.name === 'SecurityError');
@@ -92,8 +139,10 @@ export class JamClient {
     this.ws = ws;
     ws.onopen = () => {
       const ctx = this.ctx;
-      const latency = ctx ? ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000 + 2.5 : null;
-      ws.send(joinMessage(this.name, 1, latency));
+      this.latencyMs = ctx ? ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000 + 2.5 : null;
+      // the block is only known from `welcome`: guess the default one, re-join if it differs
+      this.requested = pickCodec(this.opusBlocks, 120, this.pref);
+      ws.send(this.joinText());
     };
     ws.onmessage = (e: MessageEvent<ArrayBuffer | string>) => {
       if (typeof e.data === 'string') this.control(e.data);
@@ -136,6 +185,86 @@ export class JamClient {
     this.node?.port.postMessage({ type: 'target', blocks: this.localTarget });
   }
 
+  /** `auto` takes Opus when this browser can (and it has not failed); `pcm16` forces PCM16. */
+  setPreference(pref: CodecPreference): void {
+    this.pref = pref;
+    if (pref === 'pcm16') this.opusFailed = null; // a choice, not a failure
+    if (this.welcome) this.chooseCodec(this.welcome.block);
+  }
+
+  private joinText(): string {
+    const latency = this.latencyMs === null ? null : this.latencyMs + (this.requested === 'opus' ? OPUS_LOOKAHEAD_MS : 0);
+    return joinMessage(this.name, 1, latency, this.requested);
+  }
+
+  private newMixDecoder(): MixDecoder {
+    return new MixDecoder(this.codecs, {
+      block: (stereo) => this.node?.port.postMessage({ type: 'mix', samples: stereo }, [stereo.buffer]),
+      error: (message) => this.fallBack(message),
+    });
+  }
+
+  /** Send and receive in the codec this session's block allows; a change is a re-join. */
+  private chooseCodec(block: number): void {
+    const want = pickCodec(this.opusBlocks, block, this.pref, this.opusFailed !== null);
+    if (want !== this.requested) {
+      this.requested = want;
+      this.counter.markResync(); // the server starts a fresh decoder for the new format
+      if (want === 'opus') {
+        this.mix.close();
+        this.mix = this.newMixDecoder();
+      }
+      this.send(this.joinText()); // the server answers with a new welcome
+    }
+    this.startEncoder(block);
+  }
+
+  private startEncoder(block: number): void {
+    const opus = this.requested === 'opus' && this.welcome?.canSend === true;
+    if (this.encoder?.failed) this.encoder = null;
+    if (opus === (this.encoder !== null && this.encoder.block === block)) return;
+    this.encoder?.close();
+    this.encoder = null;
+    if (!opus || !this.codecs) return;
+    try {
+      this.encoder = new OpusBlockEncoder(this.codecs, block, {
+        packet: (payload) => this.sendFrame(CODEC_OPUS, payload),
+        error: (message) => this.fallBack(message),
+      });
+    } catch (err) {
+      this.fallBack(`the Opus encoder could not start: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  /** Opus failed here: say so, and carry on in PCM16 (a re-join asks the mix in PCM16 too). */
+  private fallBack(reason: string): void {
+    if (this.opusFailed || this.requested !== 'opus') return;
+    this.opusFailed = reason;
+    if (this.welcome) this.chooseCodec(this.welcome.block);
+    this.on.state(this.state, `Opus stopped working in this browser (${reason}); the jam goes on in PCM16.`);
+    this.on.figures(this.figures, this.local, this.link);
+  }
+
+  private sendFrame(codec: number, payload: Uint8Array): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || !this.welcome?.canSend) return;
+    // a tab in the background stalls the socket: after a backlog, start over with RESYNC
+    if (ws.bufferedAmount > 64 * 1024) {
+      this.counter.markResync();
+      return;
+    }
+    const frame = encodeFrame(this.counter.next(codec, 1), payload);
+    ws.send(frame);
+    this.sentFrames += 1;
+    this.bytesOut += frame.length;
+  }
+
+  private sampleRates(): void {
+    const now = performance.now();
+    this.kbpsOut = this.rateOut.sample(this.bytesOut, now) ?? this.kbpsOut;
+    this.kbpsIn = this.rateIn.sample(this.bytesIn, now) ?? this.kbpsIn;
+  }
+
   private send(text: string): void {
     if (this.ws?.readyState === WebSocket.OPEN && this.welcome) this.ws.send(text);
   }
@@ -145,15 +274,24 @@ export class JamClient {
     switch (m.type) {
       case 'welcome': {
         const w = m.welcome;
+        const again = this.welcome !== null; // the answer to a codec re-join
         this.welcome = w;
-        this.counter = new FrameCounter(w.block);
-        this.node?.port.postMessage({ type: 'config', block: w.block, send: w.canSend, target: this.localTarget });
-        this.setState('joined', w.canSend ? null : 'You are listening (viewers do not send audio).');
+        if (!again) this.counter = new FrameCounter(w.block);
         this.on.welcome(w);
         this.on.participants(w.participants);
+        this.chooseCodec(w.block);
+        if (again) break;
+        this.node?.port.postMessage({ type: 'config', block: w.block, send: w.canSend, target: this.localTarget });
+        this.setState('joined', w.canSend ? null : 'You are listening (viewers do not send audio).');
         if (this.jitter.mode !== 'auto') this.send(jitterMessage(this.jitter.mode, this.jitter.depth));
         this.timers.push(window.setInterval(() => this.send(pingMessage(performance.now(), this.figures.rttMs)), PING_MS));
-        this.timers.push(window.setInterval(() => this.send(JSON.stringify({ type: 'stats' })), STATS_MS));
+        this.timers.push(
+          window.setInterval(() => {
+            this.send(JSON.stringify({ type: 'stats' }));
+            this.sampleRates();
+            this.on.figures(this.figures, this.local, this.link);
+          }, STATS_MS),
+        );
         this.send(pingMessage(performance.now(), null));
         this.send(JSON.stringify({ type: 'stats' }));
         break;
@@ -165,13 +303,13 @@ export class JamClient {
         const rtt = performance.now() - m.t;
         if (rtt >= 0 && rtt < 60_000) {
           this.figures = { ...this.figures, rttMs: rtt };
-          this.on.figures(this.figures, this.local);
+          this.on.figures(this.figures, this.local, this.link);
         }
         break;
       }
       case 'stats':
         this.figures = { ...this.figures, ...m.figures };
-        this.on.figures(this.figures, this.local);
+        this.on.figures(this.figures, this.local, this.link);
         break;
       case 'error':
         this.on.state(this.state, m.message || m.code);
@@ -188,28 +326,17 @@ export class JamClient {
     } catch {
       return; // a bad frame from the server is dropped, the stream goes on
     }
-    if (f.codec !== CODEC_PCM16) return;
     this.receivedFrames += 1;
-    let pcm = pcm16ToFloat(f.payload);
-    if (f.channels === 1) {
-      const st = new Float32Array(pcm.length * 2);
-      for (let i = 0; i < pcm.length; i += 1) st[2 * i] = st[2 * i + 1] = pcm[i] ?? 0;
-      pcm = st;
-    }
-    this.node?.port.postMessage({ type: 'mix', samples: pcm }, [pcm.buffer]);
+    this.bytesIn += data.byteLength;
+    this.mix.push(f);
   }
 
-  private fromWorklet(m: { type: string; samples?: Float32Array; stats?: FifoStats }): void {
+  private fromWorklet(m: { type: string; samples?: Float32Array<ArrayBuffer>; stats?: FifoStats }): void {
     if (m.type === 'block' && m.samples) {
-      const ws = this.ws;
-      if (!ws || ws.readyState !== WebSocket.OPEN || !this.welcome?.canSend) return;
-      // a tab in the background stalls the socket: after a backlog, start over with RESYNC
-      if (ws.bufferedAmount > 64 * 1024) {
-        this.counter.markResync();
-        return;
-      }
-      ws.send(encodeFrame(this.counter.next(CODEC_PCM16, 1), floatToPcm16(m.samples)));
-      this.sentFrames += 1;
+      if (this.ws?.readyState !== WebSocket.OPEN || !this.welcome?.canSend) return;
+      // Opus packets come back through the encoder's output, framed by sendFrame
+      if (this.encoder && !this.encoder.failed) this.encoder.encode(m.samples);
+      else this.sendFrame(CODEC_PCM16, floatToPcm16(m.samples));
     } else if (m.type === 'stats' && m.stats) {
       this.local = m.stats;
       // auto/safe: a local underrun deepens the playout FIFO by one block (up to 16)
@@ -218,13 +345,17 @@ export class JamClient {
         this.node?.port.postMessage({ type: 'target', blocks: this.localTarget });
       }
       this.lastUnderruns = m.stats.underruns;
-      this.on.figures(this.figures, this.local);
+      this.on.figures(this.figures, this.local, this.link);
     }
   }
 
   private teardown(): void {
     for (const t of this.timers) window.clearInterval(t);
     this.timers = [];
+    this.encoder?.close();
+    this.encoder = null;
+    this.mix.close();
+    this.mix = this.newMixDecoder();
     if (this.node) {
       this.node.port.onmessage = null;
       this.node.disconnect();

@@ -1,11 +1,28 @@
 import { describe, expect, it } from 'vitest';
 
-import { jamCloseMessage, jamUrl, jitterMessage, joinMessage, mixMessage, parseServerMessage, pingMessage } from './jamcontrol';
+import { jamCloseMessage, jamUrl, jitterMessage, joinMessage, mixMessage, parseServerMessage, pingMessage, RateMeter } from './jamcontrol';
 
 describe('jam control messages', () => {
   it('joins with PCM16 and the given channels', () => {
     expect(JSON.parse(joinMessage(' Ana ', 1, 12.4))).toEqual({ type: 'join', codec: 'pcm16', channels: 1, name: 'Ana', latencyMs: 12 });
     expect(JSON.parse(joinMessage('', 2, null))).toEqual({ type: 'join', codec: 'pcm16', channels: 2 });
+    expect(JSON.parse(joinMessage('Ana', 1, 5, 'opus'))).toEqual({ type: 'join', codec: 'opus', channels: 1, name: 'Ana', latencyMs: 5 });
+  });
+
+  it('reads the codec of the mix from welcome (PCM16 unless it says Opus)', () => {
+    const w = (codec: unknown) => parseServerMessage(JSON.stringify({ type: 'welcome', participantId: 'p1', block: 120, codec }));
+    expect(w('opus')).toMatchObject({ welcome: { codec: 'opus' } });
+    expect(w('pcm16')).toMatchObject({ welcome: { codec: 'pcm16' } });
+    expect(w(undefined)).toMatchObject({ welcome: { codec: 'pcm16' } });
+  });
+
+  it('measures bit rates from growing byte counts', () => {
+    const r = new RateMeter();
+    expect(r.sample(0, 1000)).toBeNull();
+    expect(r.sample(22_400, 2000)).toBeCloseTo(179.2); // 400 Opus frames of 56 bytes in a second
+    expect(r.sample(22_400, 2000)).toBeNull(); // no time passed
+    expect(r.sample(100, 3000)).toBeNull(); // a counter that went back (a new client) starts over
+    expect(r.sample(102_500, 4000)).toBeCloseTo(819.2);
   });
 
   it('clamps mix, jitter and ping fields to the protocol ranges', () => {
@@ -22,7 +39,7 @@ describe('jam control messages', () => {
     );
     expect(w).toEqual({
       type: 'welcome',
-      welcome: { participantId: 'p7', block: 120, canSend: true, selfMonitor: false, jitter: { mode: 'safe', depth: 3 }, participants: [{ id: 'p7', name: 'Ana', userId: null, canSend: true }] },
+      welcome: { participantId: 'p7', block: 120, codec: 'pcm16', canSend: true, selfMonitor: false, jitter: { mode: 'safe', depth: 3 }, participants: [{ id: 'p7', name: 'Ana', userId: null, canSend: true }] },
     });
     const s = parseServerMessage(
       JSON.stringify({ type: 'stats', up: { lost: 2, late: 1, depth: 3, jitterMs: 0.4, concealed: 5 }, down: { sent: 100, dropped: 0 }, server: { latencyP50Ms: 2.61 } }),

@@ -1,6 +1,8 @@
 // The jam's JSON control messages (docs/jam-protocol.md, "Control messages") as the browser
 // writes and reads them, the figures the panel shows, and close codes in plain words. Pure.
 
+import type { JamCodec } from './jamcodec';
+
 export type JitterMode = 'auto' | 'safe' | 'manual';
 export const JITTER_MODES: readonly JitterMode[] = ['auto', 'safe', 'manual'];
 
@@ -14,6 +16,8 @@ export interface JamParticipant {
 export interface Welcome {
   participantId: string;
   block: number;
+  /** The codec of the mix the server sends (what one joined with). */
+  codec: JamCodec;
   canSend: boolean;
   selfMonitor: boolean;
   jitter: { mode: JitterMode; depth: number };
@@ -54,8 +58,8 @@ function num(v: unknown): number | null {
   return typeof v === 'number' && Number.isFinite(v) ? v : null;
 }
 
-export function joinMessage(name: string, channels: 1 | 2, latencyMs: number | null): string {
-  const msg: Record<string, unknown> = { type: 'join', codec: 'pcm16', channels };
+export function joinMessage(name: string, channels: 1 | 2, latencyMs: number | null, codec: JamCodec = 'pcm16'): string {
+  const msg: Record<string, unknown> = { type: 'join', codec, channels };
   const n = Array.from(name.trim()).slice(0, 100).join('');
   if (n) msg.name = n;
   if (latencyMs !== null && Number.isFinite(latencyMs)) msg.latencyMs = Math.min(2000, Math.max(0, Math.round(latencyMs)));
@@ -129,6 +133,7 @@ export function parseServerMessage(text: string): ServerMessage {
         welcome: {
           participantId: typeof m.participantId === 'string' ? m.participantId : '',
           block: num(m.block) ?? 120,
+          codec: m.codec === 'opus' ? 'opus' : 'pcm16',
           canSend: m.canSend === true,
           selfMonitor: m.selfMonitor !== false,
           jitter: { mode, depth: num(j?.depth) ?? 2 },
@@ -193,6 +198,23 @@ export function jamCloseMessage(code: number, reason = ''): string | null {
       return 'This session no longer exists.';
     default:
       return `The jam connection was lost (code ${code}).`;
+  }
+}
+
+/** Bit rate from a growing byte count, sampled now and then (kbit/s since the last sample). */
+export class RateMeter {
+  private last: { t: number; bytes: number } | null = null;
+
+  /** kbit/s since the previous sample; null for the first one or when no time passed. */
+  sample(totalBytes: number, nowMs: number): number | null {
+    const prev = this.last;
+    this.last = { t: nowMs, bytes: totalBytes };
+    if (!prev || nowMs <= prev.t || totalBytes < prev.bytes) return null;
+    return ((totalBytes - prev.bytes) * 8) / (nowMs - prev.t); // bytes/ms · 8 = kbit/s
+  }
+
+  reset(): void {
+    this.last = null;
   }
 }
 

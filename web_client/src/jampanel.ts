@@ -1,12 +1,14 @@
 // The jam panel of the session view: join/leave the session's live jam with the microphone,
 // a personal mix (each player's level and pan), self-monitoring, the jitter-buffer mode,
-// live figures (round trip, server-added latency, buffer depth, losses), and the shared
+// live figures (round trip, server-added latency, buffer depth, losses, codec and bit rates),
+// an "uncompressed (PCM16)" switch, and the shared
 // "Record" switch (`session.transport.recording`, which the server records the jam on).
 
 import type * as Y from 'yjs';
 
 import { h } from './dom';
-import { JamClient, type JamState } from './jamclient';
+import { JamClient, type JamLink, type JamState } from './jamclient';
+import { CODEC_PREF_KEY, codecPreference, type CodecPreference } from './jamcodec';
 import { fmtMs, jamUrl, playerLabel, JITTER_MODES, type JamFigures, type JamParticipant, type JitterMode } from './jamcontrol';
 import type { FifoStats } from './jamdsp';
 import { readRecording, readTransport, toggleRecording } from './transport';
@@ -38,6 +40,7 @@ export class JamPanel {
   private readonly statusEl: HTMLSpanElement;
   private readonly body: HTMLDivElement;
   private readonly monitor: HTMLInputElement;
+  private readonly pcm16: HTMLInputElement;
   private readonly mode: HTMLSelectElement;
   private readonly depth: HTMLInputElement;
   private readonly players: HTMLUListElement;
@@ -52,6 +55,7 @@ export class JamPanel {
     this.recordState = h('span', { class: 'muted', testid: 'jam-record-state' });
     this.statusEl = h('span', { class: 'muted', testid: 'jam-status', role: 'status' }, 'Not in the jam');
     this.monitor = h('input', { type: 'checkbox', testid: 'jam-monitor', checked: true });
+    this.pcm16 = h('input', { type: 'checkbox', testid: 'jam-pcm16', checked: this.preference() === 'pcm16' });
     this.mode = h('select', { testid: 'jam-jitter-mode', 'aria-label': 'Jitter buffer mode' });
     for (const m of JITTER_MODES) this.mode.append(h('option', { value: m }, m === 'auto' ? 'Auto' : m === 'safe' ? 'Safe' : 'Manual'));
     this.depth = h('input', { type: 'number', min: 1, max: 20, value: 2, testid: 'jam-jitter-depth', 'aria-label': 'Buffer depth (blocks)', class: 'num' });
@@ -72,6 +76,9 @@ export class JamPanel {
       figure('losses', 'Lost/late'),
       figure('concealed', 'Concealed'),
       figure('dropped', 'Dropped to you'),
+      figure('codec', 'Codec'),
+      figure('rate-out', 'Sending'),
+      figure('rate-in', 'Receiving'),
     );
     this.body = h(
       'div',
@@ -82,6 +89,7 @@ export class JamPanel {
         h('label', {}, this.monitor, ' Hear myself through the server'),
         h('label', {}, 'Jitter buffer ', this.mode),
         h('label', {}, 'depth ', this.depth, ' blocks'),
+        h('label', { title: 'Send and receive uncompressed audio (768 kbit/s each way) instead of Opus' }, this.pcm16, ' Uncompressed (PCM16)'),
       ),
       figures,
       this.players,
@@ -99,6 +107,15 @@ export class JamPanel {
       if (this.opts.canEdit()) toggleRecording(this.opts.doc);
     });
     this.monitor.addEventListener('change', () => this.client?.setMonitor(this.monitor.checked));
+    this.pcm16.addEventListener('change', () => {
+      const pref: CodecPreference = this.pcm16.checked ? 'pcm16' : 'auto';
+      try {
+        window.localStorage.setItem(CODEC_PREF_KEY, pref);
+      } catch {
+        // storage refused (private mode): the choice holds for this page only
+      }
+      this.client?.setPreference(pref);
+    });
     const jitter = (): void => {
       const d = Math.min(20, Math.max(1, Math.round(Number(this.depth.value) || 2)));
       this.depth.value = String(d);
@@ -112,6 +129,17 @@ export class JamPanel {
   }
 
   private readonly onPageHide = (): void => this.leave();
+
+  /** `?jamCodec=pcm16` in the URL, else the stored choice, else `auto` (Opus when possible). */
+  private preference(): CodecPreference {
+    let stored: string | null = null;
+    try {
+      stored = window.localStorage.getItem(CODEC_PREF_KEY);
+    } catch {
+      stored = null;
+    }
+    return codecPreference(window.location.search, window.location.hash, stored);
+  }
 
   /** Follow the document (the record switch). */
   render(): void {
@@ -134,6 +162,8 @@ export class JamPanel {
   async join(): Promise<void> {
     if (this.client) return;
     const url = jamUrl(window.location, this.opts.sessionId, this.opts.token);
+    const pref = this.preference();
+    this.pcm16.checked = pref === 'pcm16';
     const client = new JamClient(url, this.opts.name, {
       state: (s, msg) => this.onState(client, s, msg),
       welcome: (w) => {
@@ -144,8 +174,8 @@ export class JamPanel {
         this.depth.disabled = w.jitter.mode === 'auto';
       },
       participants: (list) => this.renderPlayers(client, list),
-      figures: (f, local) => this.renderFigures(f, local, client.welcome?.block ?? 120),
-    });
+      figures: (f, local, link) => this.renderFigures(f, local, link, client.welcome?.block ?? 120),
+    }, pref);
     this.client = client;
     await client.join();
   }
@@ -177,7 +207,10 @@ export class JamPanel {
     if (s !== 'joined') {
       this.players.replaceChildren();
       this.rows.clear();
-      for (const v of Object.values(this.fig)) v.textContent = '—';
+      for (const v of Object.values(this.fig)) {
+        v.textContent = '—';
+        v.dataset.value = '';
+      }
     }
     this.publishActivity();
   }
@@ -213,7 +246,7 @@ export class JamPanel {
     }
   }
 
-  private renderFigures(f: JamFigures, local: FifoStats | null, block: number): void {
+  private renderFigures(f: JamFigures, local: FifoStats | null, link: JamLink, block: number): void {
     const blockMs = (block / 48000) * 1000;
     const set = (key: string, text: string, raw: number | null): void => {
       const el = this.fig[key];
@@ -227,8 +260,23 @@ export class JamPanel {
     const lq = local ? local.queued / 48 : null;
     set('local-buffer', local ? `${lq!.toFixed(1)} ms (target ${local.target})` : '—', lq);
     set('losses', f.upLosses === null ? '—' : String(f.upLosses), f.upLosses);
-    const conc = f.upConcealed === null && !local ? null : (f.upConcealed ?? 0) + (local?.underruns ?? 0);
-    set('concealed', conc === null ? '—' : `${f.upConcealed ?? 0} up · ${local?.underruns ?? 0} here`, conc);
+    // here: the playout FIFO running dry, and mix frames that never came (played as silence)
+    const here = (local?.underruns ?? 0) + link.mix.silenced;
+    const conc = f.upConcealed === null && !local ? null : (f.upConcealed ?? 0) + here;
+    set('concealed', conc === null ? '—' : `${f.upConcealed ?? 0} up · ${here} here`, conc);
     set('dropped', f.downDropped === null ? '—' : String(f.downDropped), f.downDropped);
+    const codec = this.fig.codec;
+    if (codec) {
+      const text = (link.codec === 'opus' ? 'Opus' : 'PCM16') + (link.fallback ? ' (Opus failed)' : '');
+      if (codec.textContent !== text) codec.textContent = text;
+      codec.dataset.value = link.codec;
+      codec.title = link.fallback ?? '';
+      codec.dataset.decoded = String(link.mix.decoded);
+      codec.dataset.silenced = String(link.mix.silenced);
+      codec.dataset.late = String(link.mix.late);
+    }
+    const kbps = (v: number | null): string => (v === null ? '—' : `${v.toFixed(0)} kbit/s`);
+    set('rate-out', kbps(link.kbpsOut), link.kbpsOut);
+    set('rate-in', kbps(link.kbpsIn), link.kbpsIn);
   }
 }
