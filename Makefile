@@ -35,8 +35,12 @@ tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/
 	touch $@
 
 # Debian's Chromium for tests/test_browser.py (Playwright drives it; it never downloads a browser).
+# Debian's Firefox ESR for tests/test_browser_firefox.py (driven over WebDriver BiDi by tests/bidi_firefox.py),
+# and PulseAudio, run by that test as a private null sink: Firefox's only audio output on a headless machine.
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	command -v firefox-esr >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq firefox-esr)
+	command -v pulseaudio >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pulseaudio)
 
 run: install web
 	$(BIN)/escenario serve $(ARGS)

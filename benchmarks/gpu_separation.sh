@@ -5,6 +5,10 @@
 #                                            packages into var/gpu-pydeps (the GPU image lacks them)
 #   benchmarks/gpu_separation.sh [ARGS...]   on the GPU machine (carry var/gpu-pydeps); ARGS go to
 #                                            the Python script, e.g. --dry-run, --out DIR
+#   benchmarks/gpu_separation.sh render [ARGS...]
+#                                            on the GPU machine: the session graph on cupy vs
+#                                            numba (benchmarks/gpu_render.py; needs nothing carried),
+#                                            capped at 170 s
 #
 # The whole run is capped at 7m50s; the default workload takes about two minutes on an H100.
 set -euo pipefail
@@ -25,6 +29,13 @@ if [ "${1:-}" = prepare ]; then
 fi
 
 PY=${PYTHON:-python3}
+if [ "${1:-}" = render ]; then
+  shift
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  fi
+  exec timeout 170 "$PY" benchmarks/gpu_render.py "$@"
+fi
 if ! "$PY" -c "import demucs, julius" 2>/dev/null; then
   export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"
 fi

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .harness import ROOT, PyDocClient, ServerProcess
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -37,6 +43,91 @@ MEDIA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-str
 # What Chromium itself logs (as a console error) for every non-2xx fetch; only tolerated for
 # statuses a test provokes on purpose.
 FAILED_RESOURCE = re.compile(r"Failed to load resource: the server responded with a status of (\d{3})")
+
+
+# ---------------------------------------------------------------- browsers, people, screenshots
+
+
+@contextmanager
+def launch_chromium(*, media: bool = False) -> Iterator[Browser]:
+    """Debian's Chromium through Playwright (``media``: with the fake microphone, granted)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as p:
+        args = CHROMIUM_ARGS + MEDIA_ARGS if media else CHROMIUM_ARGS
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Person:
+    """One browser context + page, with every console error and page error recorded."""
+
+    def __init__(self, browser: Browser, name: str, token: str | None = None) -> None:
+        self.name = name
+        self.context: BrowserContext = browser.new_context(viewport={"width": 1100, "height": 700})
+        self.context.set_default_timeout(TIMEOUT_MS)
+        if token is not None:
+            self.context.add_init_script(
+                f"window.localStorage.setItem('escenario.token', {json.dumps(token)});"
+            )
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.provoked: list[int] = []
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _on_console(self, msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            self.errors.append(f"console.error: {msg.text} @ {msg.location}")
+
+    def tid(self, testid: str) -> Any:
+        return self.page.get_by_test_id(testid)
+
+    def unexpected_errors(self) -> list[str]:
+        allowed = list(self.provoked)
+        left: list[str] = []
+        for e in self.errors:
+            m = FAILED_RESOURCE.search(e)
+            if m and int(m.group(1)) in allowed:
+                allowed.remove(int(m.group(1)))
+            else:
+                left.append(e)
+        return left
+
+    def screenshot(self) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"browser-{self.name}.png"), full_page=True)
+
+
+def open_page(
+    browser: Browser,
+    cast: list[Person],
+    name: str,
+    token: str,
+    url: str,
+    *,
+    width: int = 1280,
+    height: int = 900,
+) -> Person:
+    """A signed-in person on ``url``, once the page's document is synced."""
+    from playwright.sync_api import expect
+
+    person = Person(browser, name, token=token)
+    cast.append(person)
+    person.page.set_viewport_size({"width": width, "height": height})
+    person.page.goto(url)
+    expect(person.tid("status")).to_have_attribute("data-state", "synced")
+    return person
+
+
+def shot(person: Person, name: str, *, full_page: bool = False) -> None:
+    """A screenshot artifact, ``tests/artifacts/<name>.png``."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    person.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
 # ---------------------------------------------------------------- session set-up for edit tests

@@ -16,7 +16,7 @@ from realtime.app import create_app
 from realtime.config import Settings
 
 from .appclient import MakeClient
-from .browser_support import CHROMIUM, CHROMIUM_ARGS, DIST_INDEX, TIMEOUT_MS
+from .browser_support import CHROMIUM, DIST_INDEX, Person, launch_chromium
 from .harness import INTEROP, NodeClient, ServerProcess
 
 if TYPE_CHECKING:
@@ -128,17 +128,29 @@ def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Serve
         asyncio.run(_pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def require_browser() -> None:
+    """Chromium, Playwright and the built page, or a skip (a failure in CI)."""
     require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: run `make browser` (Debian package chromium)")
     require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
     require(DIST_INDEX.is_file(), "web_client/dist is not built: run `make web`")
-    from playwright.sync_api import expect, sync_playwright
 
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    require_browser()
+    with launch_chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def cast(browser: Browser) -> Iterator[list[Person]]:
+    """The people a browser test opens; their contexts close (and their console errors are
+    printed) when it ends."""
+    made: list[Person] = []
+    try:
+        yield made
+    finally:
+        for person in made:
+            if person.errors:
+                print(f"{person.name} console: {person.errors}")
+            person.context.close()

@@ -9,58 +9,17 @@ Screenshots land in tests/artifacts/.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .browser_support import ARTIFACTS, FAILED_RESOURCE, TIMEOUT_MS
+from .browser_support import FAILED_RESOURCE, Person
 from .harness import ServerProcess
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
-
-
-class Person:
-    """One browser context + page, with every console error and page error recorded."""
-
-    def __init__(self, browser: Browser, name: str, token: str | None = None) -> None:
-        self.name = name
-        self.context: BrowserContext = browser.new_context(viewport={"width": 1100, "height": 700})
-        self.context.set_default_timeout(TIMEOUT_MS)
-        if token is not None:
-            self.context.add_init_script(
-                f"window.localStorage.setItem('escenario.token', {json.dumps(token)});"
-            )
-        self.page: Page = self.context.new_page()
-        self.errors: list[str] = []
-        self.provoked: list[int] = []
-        self.page.on("console", self._on_console)
-        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-
-    def _on_console(self, msg: ConsoleMessage) -> None:
-        if msg.type == "error":
-            self.errors.append(f"console.error: {msg.text} @ {msg.location}")
-
-    def tid(self, testid: str) -> Any:
-        return self.page.get_by_test_id(testid)
-
-    def unexpected_errors(self) -> list[str]:
-        allowed = list(self.provoked)
-        left: list[str] = []
-        for e in self.errors:
-            m = FAILED_RESOURCE.search(e)
-            if m and int(m.group(1)) in allowed:
-                allowed.remove(int(m.group(1)))
-            else:
-                left.append(e)
-        return left
-
-    def screenshot(self) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"browser-{self.name}.png"), full_page=True)
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture

@@ -11,16 +11,12 @@ from __future__ import annotations
 import math
 import struct
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
-from .browser_support import ARTIFACTS
+from .browser_support import ARTIFACTS, Person
 from .browser_support import WAVEFORM_INKED_PIXELS as INKED_PIXELS
 from .harness import ServerProcess
-from .test_browser import Person
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -37,18 +33,6 @@ def write_tone(path: Path, seconds: float = 2.0, freq: float = 440.0, rate: int 
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(bytes(frames))
-
-
-@pytest.fixture
-def cast(browser: Browser) -> Iterator[list[Person]]:
-    made: list[Person] = []
-    try:
-        yield made
-    finally:
-        for person in made:
-            if person.errors:
-                print(f"{person.name} console: {person.errors}")
-            person.context.close()
 
 
 # fader at 500/1000 is -14.4 dB, shown with a real minus sign

@@ -16,54 +16,25 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-
-import pytest
 
 from .browser_support import (
     ARTIFACTS,
     WAVEFORM_INKED_PIXELS,
+    Person,
+    open_page,
     read_document,
+    shot,
     tone_wav,
     upload_asset,
     write_tracks,
 )
 from .harness import ServerProcess, wait_until
-from .test_browser import Person
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, WebSocket
 
 VIEWPORT = {"width": 1400, "height": 820}
-
-
-@pytest.fixture
-def cast(browser: Browser) -> Iterator[list[Person]]:
-    made: list[Person] = []
-    try:
-        yield made
-    finally:
-        for person in made:
-            if person.errors:
-                print(f"{person.name} console: {person.errors}")
-            person.context.close()
-
-
-def open_page(browser: Browser, cast: list[Person], name: str, token: str, url: str) -> Person:
-    from playwright.sync_api import expect
-
-    person = Person(browser, name, token=token)
-    cast.append(person)
-    person.page.set_viewport_size(VIEWPORT)
-    person.page.goto(url)
-    expect(person.tid("status")).to_have_attribute("data-state", "synced")
-    return person
-
-
-def shot(person: Person, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    person.page.screenshot(path=str(ARTIFACTS / f"edit-{name}.png"))
 
 
 def center(loc: Locator) -> tuple[float, float]:
@@ -227,8 +198,8 @@ def test_two_editors_co_edit_and_undo_only_their_own(
         ],
     )
     url = f"{server.base_url}/#/s/{sid}"
-    alice = open_page(browser, cast, "alice", alice_token, url)
-    bob = open_page(browser, cast, "bob", bob_token, url)
+    alice = open_page(browser, cast, "alice", alice_token, url, width=1400, height=820)
+    bob = open_page(browser, cast, "bob", bob_token, url, width=1400, height=820)
     expect(alice.tid("clip-waveform")).to_have_attribute("data-drawn", "true")
     assert alice.tid("clip-waveform").evaluate(WAVEFORM_INKED_PIXELS) > 1000  # 80 x ~28 px of sine
     expect(bob.tid("clip")).to_have_count(1)
@@ -276,7 +247,7 @@ def test_two_editors_co_edit_and_undo_only_their_own(
     wait_until(
         lambda: abs(float(b_clip.get_attribute("data-start") or 0) - 3.325) < 0.01, 10, "unsnapped move"
     )
-    shot(alice, "clips")
+    shot(alice, "edit-clips")
 
     # -- presence: Bob sees Alice's selection and her cursor ----------------------------------
     expect(b_clip).to_have_attribute("data-selected-by", "Alice")
@@ -308,7 +279,7 @@ def test_two_editors_co_edit_and_undo_only_their_own(
     xs, ys = ruler_point(alice.page, ruler, 2.5)
     alice.page.mouse.click(xs, ys)  # 3.75 beats: snaps to beat 4 = 2.667 s (bar 2, beat 2 in 3/4)
     expect(bob.tid("position")).to_have_text("2.2  0:02.7")
-    shot(bob, "co-edit-bob")
+    shot(bob, "edit-co-edit-bob")
 
     state = converge(alice, bob)
     assert state["tracks"] == [
@@ -340,7 +311,7 @@ def test_two_editors_co_edit_and_undo_only_their_own(
     state = converge(alice, bob)
     assert state["tempo"] == "120 BPM  4/4"
     assert server_view(read_document(server, alice_token, sid)) == state
-    shot(alice, "co-edit-alice")
+    shot(alice, "edit-co-edit-alice")
     assert_clean(cast)
 
 
@@ -390,7 +361,7 @@ def test_a_viewer_sees_everything_and_changes_nothing(
     )
     before = read_document(server, alice_token, sid)
     url = f"{server.base_url}/#/s/{sid}"
-    alice = open_page(browser, cast, "alice", alice_token, url)
+    alice = open_page(browser, cast, "alice", alice_token, url, width=1400, height=820)
 
     vera = Person(browser, "vera", token=vera_token)
     cast.append(vera)
@@ -459,7 +430,7 @@ def test_a_viewer_sees_everything_and_changes_nothing(
     # -- Alice's edits still reach the viewer -----------------------------------------------------
     drag(alice.page, clip_by_id(alice, "c1"), 40)
     expect(clip).to_have_attribute("data-start", "2")
-    shot(vera, "viewer")
+    shot(vera, "edit-viewer")
 
     # nothing Vera did reached the server, and her page never even sent a change
     after = read_document(server, alice_token, sid)
@@ -488,7 +459,7 @@ def test_keyboard_shortcuts(server: ServerProcess, browser: Browser, cast: list[
             }
         ],
     )
-    alice = open_page(browser, cast, "alice", token, f"{server.base_url}/#/s/{sid}")
+    alice = open_page(browser, cast, "alice", token, f"{server.base_url}/#/s/{sid}", width=1400, height=820)
     page = alice.page
     kb = page.keyboard
     clips = alice.tid("clip")
@@ -578,7 +549,7 @@ def test_keyboard_shortcuts(server: ServerProcess, browser: Browser, cast: list[
     expect(overlay).to_be_visible()
     expect(overlay).to_contain_text("Play / stop")
     expect(overlay).to_contain_text("Ctrl/⌘ + D")
-    shot(alice, "shortcuts")
+    shot(alice, "edit-shortcuts")
     kb.press("Escape")
     expect(overlay).to_be_hidden()
     alice.tid("help").click()
@@ -713,10 +684,10 @@ def test_large_session_load_remote_edits_and_scrolling(
     expect(alice.tid("arrange")).to_have_attribute("data-clip-count", str(N_CLIPS))
     rendered = int(alice.tid("arrange").get_attribute("data-rendered-clips") or 0)
     assert 0 < rendered < N_CLIPS / 2, rendered  # virtualised: only what is near the view
-    shot(alice, "large")
+    shot(alice, "edit-large")
 
     # -- a remote edit appearing in another browser: 30 drags by Bob, seen by Alice ------------
-    bob = open_page(browser, cast, "bob", bob_token, url)
+    bob = open_page(browser, cast, "bob", bob_token, url, width=1400, height=820)
     expect(bob.tid("arrange")).to_have_attribute("data-ready", "true")
     alice.page.evaluate(REMOTE_WATCH, "c000")
     bob.page.evaluate(LOCAL_WATCH)

@@ -15,39 +15,20 @@ from __future__ import annotations
 import time
 import wave
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pycrdt
 import pytest
 
-from .browser_support import ARTIFACTS, read_document, tone_wav, upload_asset, write_tracks
+from .browser_support import Person, read_document, shot, tone_wav, upload_asset, write_tracks
 from .harness import PyDocClient, ServerProcess, wait_until
-from .test_browser import Person
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 CLIP_S = 3.0
 LOOP = (1.0, 2.0)
-
-
-@pytest.fixture
-def cast(browser: Browser) -> Iterator[list[Person]]:
-    made: list[Person] = []
-    try:
-        yield made
-    finally:
-        for person in made:
-            if person.errors:
-                print(f"{person.name} console: {person.errors}")
-            person.context.close()
-
-
-def shot(person: Person, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    person.page.screenshot(path=str(ARTIFACTS / f"export-{name}.png"))
 
 
 def set_transport(server: ServerProcess, token: str, sid: str, **fields: Any) -> None:
@@ -125,7 +106,7 @@ def test_export_dialog_downloads_mixdowns_and_the_owner_shares_a_listening_link(
     channels, rate, seconds = wav_seconds(whole)
     assert (channels, rate) == (2, 48000)
     assert seconds == pytest.approx(CLIP_S, abs=0.01)
-    shot(olga, "dialog")
+    shot(olga, "export-dialog")
     # Space in the dialog ticks the box under focus and does not start the transport behind it.
     olga.tid("export-stems").focus()
     olga.page.keyboard.press("Space")
@@ -160,7 +141,7 @@ def test_export_dialog_downloads_mixdowns_and_the_owner_shares_a_listening_link(
     expect(olga.tid("share-status")).to_contain_text("listen live for 7 days")
     link = olga.tid("share-url").input_value()
     assert link.startswith(f"{server.base_url}/listen/")
-    shot(olga, "share-dialog")
+    shot(olga, "export-share-dialog")
 
     listener = Person(browser, "export-listener")  # a fresh context: no token, no cookie
     cast.append(listener)
@@ -174,14 +155,14 @@ def test_export_dialog_downloads_mixdowns_and_the_owner_shares_a_listening_link(
         "the listener's <audio> element to play",
     )
     assert audio.evaluate("(a) => a.error") is None
-    shot(listener, "listener")
+    shot(listener, "export-listener")
 
     olga.tid("share-disable").click()
     expect(olga.tid("share-status")).to_contain_text("Listening link is off")
     listener.provoked.append(410)  # Chromium logs the page's own 410 as a console error
     listener.page.reload()
     expect(listener.tid("listen-error")).to_contain_text("turned off by the session's owner")
-    shot(listener, "listener-revoked")
+    shot(listener, "export-listener-revoked")
 
     for person in cast:
         assert person.unexpected_errors() == [], f"{person.name}: {person.unexpected_errors()}"
@@ -210,5 +191,5 @@ def test_export_errors_are_in_plain_words(
     expect(olga.tid("export-error")).to_have_text(
         "There is nothing to export: no clips play in that part of the session."
     )
-    shot(olga, "empty-error")
+    shot(olga, "export-empty-error")
     assert olga.unexpected_errors() == []

@@ -21,20 +21,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .browser_support import (
-    ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    DIST_INDEX,
-    MEDIA_ARGS,
-    TIMEOUT_MS,
+    Person,
+    launch_chromium,
+    open_page,
     read_document,
+    shot,
     tone_wav,
     upload_asset,
     write_tracks,
 )
-from .conftest import require
+from .conftest import require, require_browser
 from .harness import ServerProcess
-from .test_browser import Person
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -43,48 +40,9 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Chromium with a fake microphone, granted without a prompt (overrides conftest's)."""
-    import importlib.util
-
-    require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: run `make browser` (Debian package chromium)")
-    require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
-    require(DIST_INDEX.is_file(), "web_client/dist is not built: run `make web`")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS + MEDIA_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def cast(browser: Browser) -> Iterator[list[Person]]:
-    made: list[Person] = []
-    try:
-        yield made
-    finally:
-        for person in made:
-            if person.errors:
-                print(f"{person.name} console: {person.errors}")
-            person.context.close()
-
-
-def open_page(browser: Browser, cast: list[Person], name: str, token: str, url: str) -> Person:
-    from playwright.sync_api import expect
-
-    person = Person(browser, name, token=token)
-    cast.append(person)
-    person.page.set_viewport_size({"width": 1280, "height": 900})
-    person.page.goto(url)
-    expect(person.tid("status")).to_have_attribute("data-state", "synced")
-    return person
-
-
-def shot(person: Person, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    person.page.screenshot(path=str(ARTIFACTS / f"jam-{name}.png"), full_page=True)
+    require_browser()
+    with launch_chromium(media=True) as b:
+        yield b
 
 
 def figure(person: Person, key: str) -> float | None:
@@ -168,7 +126,7 @@ def test_join_the_jam_and_see_latency(server: ServerProcess, browser: Browser, c
     )
     assert read_document(server, token, sid)["session"]["transport"].get("playing") is True
     expect(alice.tid("presence-activity")).to_contain_text("recording")
-    shot(alice, "joined")
+    shot(alice, "jam-joined", full_page=True)
 
     alice.tid("jam-record").click()
     wait_for(
@@ -282,8 +240,8 @@ def test_master_a_clip_and_see_the_result_everywhere(
             lambda roll=roll: int(roll.get_attribute("data-drawn") or 0) > 0, "notes drawn in the MIDI clip"
         )
         expect(midi.get_by_test_id("clip-waveform")).to_be_hidden()
-    shot(alice, "jobs-alice")
-    shot(bob, "jobs-bob")
+    shot(alice, "jam-jobs-alice", full_page=True)
+    shot(bob, "jam-jobs-bob", full_page=True)
     doc = read_document(server, token, sid)
     midi_id = next(t for t in doc["trackOrder"] if doc["tracks"][t]["kind"] == "midi")
     notes = next(iter(doc["tracks"][midi_id]["clips"].values()))["notes"]
@@ -369,7 +327,7 @@ def test_cancel_a_queued_job_and_see_who_is_mastering(
     # Bob sees what Alice is doing
     alice_in_bobs_list = bob.tid("presence-user").filter(has_text="Alice")
     expect(alice_in_bobs_list.get_by_test_id("presence-activity")).to_contain_text("mastering…")
-    shot(bob, "queued-bob")
+    shot(bob, "jam-queued-bob", full_page=True)
 
     alice.tid("job-cancel").click()
     for person in (alice, bob):
@@ -444,7 +402,7 @@ def test_separate_stems_into_a_visible_group(tmp_path: Any, browser: Browser, ca
             groups = {tracks.nth(i).get_attribute("data-group") for i in range(1, 5)}
             assert len(groups) == 1
             assert None not in groups
-        shot(alice, "stems-alice")
+        shot(alice, "jam-stems-alice", full_page=True)
         for person in (alice, bob):
             assert person.unexpected_errors() == []
     finally:

@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .browser_support import CHROMIUM, CHROMIUM_ARGS, DIST_INDEX, MEDIA_ARGS, TIMEOUT_MS
-from .conftest import require
+from .browser_support import Person, launch_chromium
+from .conftest import require_browser
 from .harness import ServerProcess
-from .test_browser import Person
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -45,33 +44,10 @@ BREAK_ENCODER = """
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Chromium with a fake microphone, granted without a prompt."""
-    import importlib.util
-
-    require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: run `make browser` (Debian package chromium)")
-    require(importlib.util.find_spec("playwright") is not None, "the playwright package is not installed")
-    require(DIST_INDEX.is_file(), "web_client/dist is not built: run `make web`")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS + MEDIA_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def cast(browser: Browser) -> Iterator[list[Person]]:
-    made: list[Person] = []
-    try:
-        yield made
-    finally:
-        for person in made:
-            if person.errors:
-                print(f"{person.name} console: {person.errors}")
-            person.context.close()
+    """Chromium with a fake microphone, granted without a prompt (overrides conftest's)."""
+    require_browser()
+    with launch_chromium(media=True) as b:
+        yield b
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:

@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import pytest
-
-from .browser_support import ARTIFACTS, tone_wav, upload_asset, write_tracks
+from .browser_support import Person, open_page, shot, tone_wav, upload_asset, write_tracks
 from .harness import PyDocClient, ServerProcess
-from .test_browser import Person
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -30,34 +26,6 @@ if TYPE_CHECKING:
 TONE_DB = 20 * math.log10(0.5 / math.sqrt(2))  # -9.03 dBFS: the RMS of a 0.5 sine
 TOLERANCE_DB = 0.3
 PPS = 40.0  # the timeline's default zoom (pixels per second)
-
-
-@pytest.fixture
-def cast(browser: Browser) -> Iterator[list[Person]]:
-    made: list[Person] = []
-    try:
-        yield made
-    finally:
-        for person in made:
-            if person.errors:
-                print(f"{person.name} console: {person.errors}")
-            person.context.close()
-
-
-def open_page(browser: Browser, cast: list[Person], name: str, token: str, url: str) -> Person:
-    from playwright.sync_api import expect
-
-    person = Person(browser, name, token=token)
-    cast.append(person)
-    person.page.set_viewport_size({"width": 1400, "height": 820})
-    person.page.goto(url)
-    expect(person.tid("status")).to_have_attribute("data-state", "synced")
-    return person
-
-
-def shot(person: Person, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    person.page.screenshot(path=str(ARTIFACTS / f"playback-{name}.png"))
 
 
 def local_level(person: Person) -> tuple[float, float] | None:
@@ -135,8 +103,8 @@ def test_local_playback_follows_the_shared_transport_and_mixer(
     # 440 Hz for 3 s is a whole number of cycles: the loop wraps without a jump in the sine
     set_loop(server, alice_token, sid, (0.5, 3.5))
     url = f"{server.base_url}/#/s/{sid}"
-    alice = open_page(browser, cast, "alice", alice_token, url)
-    bob = open_page(browser, cast, "bob", bob_token, url)
+    alice = open_page(browser, cast, "alice", alice_token, url, width=1400, height=820)
+    bob = open_page(browser, cast, "bob", bob_token, url, width=1400, height=820)
     expect(alice.tid("clip")).to_have_count(1)
     expect(alice.tid("loop")).to_have_attribute("aria-pressed", "true")
     # nothing is fetched or decoded before the transport plays
@@ -148,7 +116,7 @@ def test_local_playback_follows_the_shared_transport_and_mixer(
     expect(alice.tid("local-audio")).to_have_attribute("data-state", "playing")
     expect(alice.tid("local-audio")).to_have_attribute("data-assets", "1")
     wait_level(alice, (TONE_DB, TONE_DB), "the tone at -9.03 dBFS")
-    shot(alice, "playing")
+    shot(alice, "playback-playing")
 
     # -- Bob mutes the track: Alice's playback goes silent; unmuted, the tone is back
     bob.tid("track-mute").click()
@@ -159,7 +127,7 @@ def test_local_playback_follows_the_shared_transport_and_mixer(
     # -- Bob pans hard left: the balance law keeps the left at unity, the right goes silent
     bob.tid("track-pan").fill("-100")
     wait_level(alice, (TONE_DB, None), "left only after Bob panned hard left")
-    shot(alice, "panned")
+    shot(alice, "playback-panned")
 
     # -- Alice switches her local playback off (only hers: the transport plays on), then on
     alice.tid("local-audio").click()

@@ -23,6 +23,7 @@ from realtime.media.decode import decode_audio
 from realtime.media.dither import Tpdf24
 from realtime.media.encode import encode_audio, encoder_available
 from realtime.media.mixdown import safe_filename, stem_names, write_mixdown
+from realtime.media.stream import stream_mixdown
 from realtime.session.schema import read_document
 
 from .appclient import MakeClient, auth, services, signup
@@ -394,13 +395,13 @@ def test_renders_beyond_the_limit_wait_as_queued(
     client = make_client(max_concurrent_renders=1)
     studio = Studio(client)
     release = threading.Event()
-    real = render_api.write_mixdown
+    real = stream_mixdown
 
     def held(*args: Any, **kwargs: Any) -> Any:
         assert release.wait(10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(render_api, "write_mixdown", held)
+    monkeypatch.setattr(render_api, "stream_mixdown", held)
 
     def statuses() -> list[str]:
         return sorted(j.status for j in studio.doc().jobs)

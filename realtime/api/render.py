@@ -1,12 +1,20 @@
-"""`GET /api/sessions/{id}/mixdown`: the session rendered offline into a file (or a zip of stems).
+"""`GET /api/sessions/{id}/mixdown`: the session rendered offline, streamed as it renders.
 
 Any member may render (viewers too); to anyone else the session does not exist (404). The
 document is read on the event loop, the assets are loaded through the asset cache, and the
-render and encoding run in a worker thread (`realtime.media.mixdown.write_mixdown`). While it
-runs, a job `{kind: "render", status, progress}` in the document's `jobs` map shows its
+render and encoding run in a worker thread (`realtime.media.stream.stream_mixdown`), which hands
+the encoded bytes to the response through a bounded queue (`ByteStream`, `STREAM_QUEUE_CHUNKS`
+chunks of about 64 KiB): the response starts with the first rendered blocks, a slow client
+slows the render instead of growing memory, and a client that goes away stops it. A WAV mix has
+a `content-length` (its size is known from the range); the other formats and stem zips are
+chunked. Errors before the first byte are JSON errors as usual; an error mid-stream cuts the
+connection (the status is already sent) and is logged.
+
+While it runs, a job `{kind: "render", status, progress}` in the document's `jobs` map shows its
 progress to every collaborator (updated about four times a second); it ends `done`, `failed`
 or `cancelled` (the client went away). At most `max_concurrent_renders` mixdowns render at once
-(each holds a thread of the loop's default executor); later ones wait with status `queued`.
+(each holds a thread of the loop's default executor until its stream ends); later ones wait
+with status `queued`.
 """
 
 from __future__ import annotations
@@ -17,17 +25,14 @@ import logging
 import math
 import re
 import secrets
-import threading
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import pycrdt
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from persistence.blobs import BlobNotFound
@@ -35,17 +40,20 @@ from persistence.encrypted_blobs import BlobIntegrityError
 
 from .. import errors
 from ..accounts import session_access
-from ..dsp.render import plan_render
+from ..dsp.render import RenderCancelled, plan_render
 from ..media.decode import MediaError
-from ..media.mixdown import MIXDOWN_FORMATS, ZIP_MIME, safe_filename, write_mixdown
+from ..media.mixdown import MIXDOWN_FORMATS, ZIP_MIME, safe_filename
+from ..media.stream import stream_mixdown, streamed_size
 from ..services import Services
 from ..session.hub import RoomManager, RoomRunner
 from ..session.schema import SessionDocument, read_document
+from .byte_stream import ByteStream, ThreadStreamResponse
 from .common import authenticate, services
 
 log = logging.getLogger(__name__)
 
 JOB_UPDATE_INTERVAL_S = 0.25
+STREAM_QUEUE_CHUNKS = 8
 FINISHED_JOBS_KEPT = 10
 _ACTIVE = ("queued", "running")
 _NUMBER = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,9})?$")
@@ -238,19 +246,23 @@ async def mixdown(request: Request) -> Response:
         )
 
     extension = ".zip" if stems else spec.extension
-    dest = svc.assets.temp_path(extension)
     job = RenderJob(svc.rooms, session_id, fmt=fmt, stems=stems)
     slots = _render_slots(request, svc.settings.max_concurrent_renders)
     queued = slots.locked()
     await job.start("queued" if queued else "running")
-    cancel = threading.Event()
     try:
-        async with slots:
-            if queued:
-                await job.running()
-            await asyncio.to_thread(
-                write_mixdown,
-                dest,
+        await slots.acquire()
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(job.finish("cancelled"))
+        raise
+    loop = asyncio.get_running_loop()
+    stream = ByteStream(loop, STREAM_QUEUE_CHUNKS)
+
+    def produce() -> BaseException | None:
+        try:
+            stream_mixdown(
+                stream.emit,
                 doc,
                 assets,
                 fmt,
@@ -260,32 +272,53 @@ async def mixdown(request: Request) -> Response:
                 stems=stems,
                 workers=svc.settings.render_workers,
                 progress=job.progress_threadsafe,
-                cancel=cancel,
+                cancel=stream.aborted,
             )
+        except BaseException as exc:  # handed to the loop, which reports it
+            stream.end(exc)
+            return exc
+        stream.end()
+        return None
+
+    producer = loop.run_in_executor(None, produce)
+
+    async def finish(sent_everything: bool) -> None:
+        """Stop the render if it still runs, wait for it, file the job, free the slot."""
+        stream.abort()
+        try:
+            error = await producer
+            if error is None and sent_everything:
+                await job.finish("done")
+            elif error is None or isinstance(error, RenderCancelled):
+                await job.finish("cancelled")
+            else:
+                log.error("mixdown of session %s failed", session_id, exc_info=error)
+                await job.finish("failed", f"{type(error).__name__}: {error}")
+        finally:
+            slots.release()
+
+    try:
+        if queued:
+            await job.running()
+        first = await stream.first()
     except asyncio.CancelledError:
-        # The thread stops at its next block and removes its files.
-        cancel.set()
         with contextlib.suppress(Exception):
-            await asyncio.shield(job.finish("cancelled"))
+            await asyncio.shield(finish(False))
         raise
-    except Exception as exc:
-        log.exception("mixdown of session %s failed", session_id)
-        await job.finish("failed", f"{type(exc).__name__}: {exc}")
+    except Exception:
+        await finish(False)  # files the error; raising it gives the JSON error response
         raise
-    await job.finish("done")
-    return FileResponse(
-        dest,
-        media_type=ZIP_MIME if stems else spec.mime,
-        headers={
-            "content-disposition": _disposition(access.session.title, extension),
-            "cache-control": "no-store",
-        },
-        background=BackgroundTask(_unlink, dest),
+
+    headers = {
+        "content-disposition": _disposition(access.session.title, extension),
+        "cache-control": "no-store",
+    }
+    size = streamed_size(fmt, plan.frames, stems=stems)
+    if size is not None:
+        headers["content-length"] = str(size)
+    return ThreadStreamResponse(
+        stream, first, finish, media_type=ZIP_MIME if stems else spec.mime, headers=headers
     )
-
-
-def _unlink(path: Path) -> None:
-    path.unlink(missing_ok=True)
 
 
 routes = [

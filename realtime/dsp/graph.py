@@ -27,8 +27,13 @@ Signal flow (docs/session-schema.md has the user-facing rules):
   feeds a soloed bus (directly or through other buses), or is a bus that a soloed node
   feeds; mute always silences. An inaudible node's fader goes to zero, smoothly.
 - **Master**: the sum → master gain → true-peak :class:`~realtime.dsp.effects.Limiter`
-  (ceiling ``ceilingDb``) unless ``limiter`` is false. The limiter delays the output by
-  :attr:`Graph.latency` frames; offline renders compensate it (:mod:`.render`).
+  (ceiling ``ceilingDb``) unless ``limiter`` is false.
+- **Latency compensation** (:mod:`.latency`): effects with look-ahead delay their track; every
+  input of a bus or of the master is delayed to the latest input there, so all paths stay
+  sample-aligned. :attr:`Graph.plan` holds the figures (per-track ``compensation_samples``);
+  the master output lags the timeline by :attr:`Graph.latency` frames (effects plus the master
+  limiter), which offline renders drop (:mod:`.render`). A change of compensation crossfades
+  over 10 ms. An effect entry with ``bypass: true`` is skipped and adds no latency.
 
 Updates are incremental: :meth:`Graph.update` keeps every node whose track still exists (same
 objects), retargets faders, pans, polarity and mute/solo (ramped over 10 ms from the next
@@ -60,6 +65,7 @@ from ..session.schema import Master, SessionDocument, Track
 from . import graph_kernels
 from ._validate import check_sample_rate
 from .effects import Effect, Limiter, effect_from_document
+from .latency import CompensationDelay, LatencyNode, LatencyPlan, plan_latency
 from .meters import TrackMeter
 from .smoothing import DEFAULT_RAMP_MS, SmoothedGain, SmoothedGainPan
 from .units import db_to_gain, pan_gains
@@ -237,7 +243,7 @@ class _Strip(SmoothedGainPan):
 # --------------------------------------------------------------------------------------------
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
-_META = frozenset({"type", "id"})
+_META = frozenset({"type", "id", "bypass"})
 
 
 def _snake(key: str) -> str:
@@ -264,6 +270,10 @@ def _normalized_params(spec: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _bypassed(spec: Mapping[str, Any]) -> bool:
+    return spec.get("bypass") is True
+
+
 def _structure(spec: Mapping[str, Any]) -> tuple[object, object]:
     ident = spec.get("id")
     return spec.get("type"), ident if isinstance(ident, str) else None
@@ -280,6 +290,7 @@ class _Chain:
         self.where = where
         self.structure = tuple(_structure(s) for s in specs)
         self.params = [_normalized_params(s) for s in specs]
+        self.bypassed = [_bypassed(s) for s in specs]
         self.effects: list[Effect | None] = []
         self.entry_problems: list[str | None] = []
         for i, spec in enumerate(specs):
@@ -292,8 +303,13 @@ class _Chain:
                 self.entry_problems.append(None)
 
     def _build(self, spec: Mapping[str, Any]) -> Effect | str:
+        bypass = spec.get("bypass")
+        if bypass is not None and not isinstance(bypass, bool):
+            return f"bypass must be true or false, got {bypass!r}"
         try:
-            return effect_from_document(spec, self.channels, self.sample_rate)
+            return effect_from_document(
+                {k: v for k, v in spec.items() if k != "bypass"}, self.channels, self.sample_rate
+            )
         except (ValueError, TypeError) as exc:
             return str(exc)
 
@@ -303,7 +319,10 @@ class _Chain:
 
     @property
     def latency(self) -> int:
-        return sum(e.latency for e in self.effects if e is not None)
+        """Frames the active (built, not bypassed) effects delay the signal by."""
+        return sum(
+            e.latency for e, off in zip(self.effects, self.bypassed, strict=True) if e is not None and not off
+        )
 
     def matches(self, specs: Sequence[Mapping[str, Any]]) -> bool:
         return tuple(_structure(s) for s in specs) == self.structure
@@ -318,6 +337,12 @@ class _Chain:
         values are invalid the effect keeps its last valid ones.
         """
         for i, spec in enumerate(specs):
+            bypass = _bypassed(spec)
+            if self.bypassed[i] and not bypass and self.effects[i] is not None:
+                effect = self.effects[i]
+                assert effect is not None
+                effect.reset()  # its history is from before the bypass
+            self.bypassed[i] = bypass
             params = _normalized_params(spec)
             old = self.params[i]
             if params == old:
@@ -348,8 +373,8 @@ class _Chain:
                     self.entry_problems[i] = None
 
     def process(self, block: F32) -> None:
-        for effect in self.effects:
-            if effect is not None:
+        for effect, off in zip(self.effects, self.bypassed, strict=True):
+            if effect is not None and not off:
                 effect.process(block)
 
 
@@ -385,6 +410,7 @@ class _Node:
         self.clips: tuple[_PlacedClip, ...] = ()
         self.dest: str | None = None
         self.meter: TrackMeter | None = None
+        self.compensation = CompensationDelay(2, sample_rate)
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
@@ -453,6 +479,11 @@ class _Node:
         self.render_clips(t0, n)
         self.finish(n)
 
+    def routed(self, n: int) -> F32:
+        """``output(n)`` delayed by the node's latency compensation (what its destination sums)."""
+        out = self.output(n)
+        return out if self.compensation.idle else self.compensation.process(out)
+
     def cost(self) -> int:
         return self.channels * (1 + len(self.chain.effects))
 
@@ -504,6 +535,7 @@ class Graph:
         self._pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="dsp") if workers > 1 else None
         self._problems: tuple[str, ...] = ()
         self._logged: set[str] = set()
+        self._plan = LatencyPlan(self._limiter.latency if self._limiter is not None else 0)
         self.track_outputs: dict[str, F32] = {}
 
     # lifecycle ----------------------------------------------------------------------------
@@ -523,8 +555,13 @@ class Graph:
     # properties ---------------------------------------------------------------------------
     @property
     def latency(self) -> int:
-        """Frames by which the master output lags the timeline (the limiter's look-ahead)."""
-        return self._limiter.latency if self._limiter is not None else 0
+        """Frames by which the master output lags the timeline (compensated effects plus the limiter)."""
+        return self._plan.latency_samples
+
+    @property
+    def plan(self) -> LatencyPlan:
+        """The latency compensation in effect since the last :meth:`update` (see :mod:`.latency`)."""
+        return self._plan
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -657,6 +694,7 @@ class Graph:
         self.track_outputs = {}
 
         self._update_master(doc.session.master, problems)
+        self._update_latency()
         self._problems = tuple(problems)
         fresh = [p for p in problems if p not in self._logged]
         for p in fresh:
@@ -677,6 +715,16 @@ class Graph:
         elif master.ceiling_db != self._limiter.ceiling_db:
             self._limiter.set_params(ceiling_db=master.ceiling_db)
 
+    def _update_latency(self) -> None:
+        order = [*self._sources, *self._buses]
+        plan = plan_latency(
+            [LatencyNode(node.id, node.dest, node.is_bus, node.chain.latency) for node in order],
+            self._limiter.latency if self._limiter is not None else 0,
+        )
+        for node in order:
+            node.compensation.set(plan.tracks[node.id].compensation_samples)
+        self._plan = plan
+
     # rendering ----------------------------------------------------------------------------
     def reset(self) -> None:
         """Clear every effect's history and finish every ramp (after a seek, before a render)."""
@@ -685,6 +733,7 @@ class Graph:
                 if effect is not None:
                     effect.reset()
             node.strip.reset()
+            node.compensation.reset()
         self._master_gain.reset()
         if self._limiter is not None:
             self._limiter.reset()
@@ -700,7 +749,8 @@ class Graph:
         """Render timeline frames ``[t0_frame, t0_frame + n)``: the master output, (2, n) float32.
 
         The array returned and :attr:`track_outputs` (track id → its post-fader (2, n) output,
-        before buses and master) are internal buffers, valid until the next call. The master
+        before compensation, buses and master; it lags the timeline by the track's
+        ``output_latency_samples``) are internal buffers, valid until the next call. The master
         output lags the timeline by :attr:`latency` frames.
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
@@ -728,7 +778,7 @@ class Graph:
 
     def _route(self, node: _Node, n: int, master: F32) -> None:
         target = master if node.dest is None else self._nodes[node.dest].block(n)
-        graph_kernels.accumulate(target, node.output(n), n)
+        graph_kernels.accumulate(target, node.routed(n), n)
 
     def _render_sources(self, t0: int, n: int) -> None:
         if self._pool is None or len(self._groups) < 2:

@@ -7,13 +7,15 @@ CLI encode them as they come, so a long render never holds stems in memory).
 The range: ``start_s`` (default 0) to ``end_s``; ``end_s=None`` means the end of the last clip
 (every non-bus track's clips count, muted ones included) plus ``tail_s`` (default 0, so a render
 is exactly as long as its material; give a few seconds to keep reverb and delay tails). The
-master limiter's look-ahead is compensated: the graph runs ``latency`` frames further and the
-first ``latency`` frames of its output are dropped, so the mix is aligned with the timeline
-(a stereo track at unity renders bit-identical to its asset). Effects start from silence at
-``start_s`` (no pre-roll).
+graph's latency (look-ahead effects, compensated between tracks, plus the master limiter:
+``graph.plan.latency_samples``) is removed: the graph runs that many frames further and the
+first ones of its output are dropped, so the mix is aligned with the timeline (a stereo track
+at unity renders bit-identical to its asset). Effects start from silence at ``start_s`` (no
+pre-roll).
 
-Stems are each track's post-fader output (buses included), before buses and the master, so they
-carry no limiter delay either; a muted or soloed-out track's stem is silence.
+Stems are each track's post-fader output (buses included), before buses and the master, each
+advanced by its own ``output_latency_samples``, so they line up with the timeline too; a muted
+or soloed-out track's stem is silence.
 
 ``workers > 1`` runs the source tracks of each block on that many threads; the output is
 bit-identical to ``workers=1``. ``progress(fraction)`` is called with 0.0 first, then at most
@@ -34,7 +36,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..session.schema import SessionDocument
-from .graph import AssetSource, Graph, as_asset_source, session_end_frame
+from .backend import make_graph
+from .graph import AssetSource, as_asset_source, session_end_frame
 
 __all__ = [
     "PROGRESS_INTERVAL_S",
@@ -42,6 +45,7 @@ __all__ = [
     "RenderPlan",
     "RenderResult",
     "RenderSink",
+    "frames_of_assets",
     "plan_render",
     "render_session",
     "render_to",
@@ -80,8 +84,10 @@ class RenderPlan:
 class RenderSink(Protocol):
     """Receives a render as consecutive blocks from the start of the range.
 
-    ``mix`` blocks are (2, n) float32; ``stems`` (only when stems are rendered) maps every track
-    id to its (2, n) block. The arrays are only valid during the call.
+    ``mix`` blocks are (2, n) float32; ``stems`` (only when stems are rendered) maps track ids to
+    their next (2, n) block; the blocks of one call may differ in length (each stem is advanced
+    by its own latency), a stem with nothing new is left out, and each stem's blocks are
+    consecutive. The arrays are only valid during the call.
     """
 
     def mix(self, block: F32) -> None: ...
@@ -137,7 +143,9 @@ class _Progress:
             self._callback(1.0)
 
 
-def _frames_of(source: AssetSource) -> Callable[[str], int | None]:
+def frames_of_assets(source: AssetSource) -> Callable[[str], int | None]:
+    """``asset id → its length in frames`` (None when missing), as :func:`plan_render` wants."""
+
     def frames(asset_id: str) -> int | None:
         samples = source.get(asset_id)
         if not isinstance(samples, np.ndarray) or samples.ndim not in (1, 2):
@@ -160,11 +168,16 @@ def render_to(
     stems: bool = False,
     progress: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
+    backend: str | None = None,
 ) -> RenderPlan:
-    """Render into ``sink`` (see the module docstring); returns the range rendered."""
+    """Render into ``sink`` (see the module docstring); returns the range rendered.
+
+    ``backend`` (``numba``, ``cupy``, ``auto``; None: the server's ``--dsp-backend``) picks the
+    graph: :func:`~realtime.dsp.backend.make_graph`."""
     source = as_asset_source(assets)
-    plan = plan_render(doc, _frames_of(source), start_s=start_s, end_s=end_s, tail_s=tail_s)
-    with Graph(source, sample_rate=plan.sample_rate, block=block, workers=workers) as graph:
+    plan = plan_render(doc, frames_of_assets(source), start_s=start_s, end_s=end_s, tail_s=tail_s)
+    graph = make_graph(backend, source, sample_rate=plan.sample_rate, block=block, workers=workers)
+    with graph:
         graph.update(doc)
         latency = graph.latency
         total = plan.frames + latency if plan.frames else 0
@@ -180,9 +193,17 @@ def render_to(
             skip = max(0, latency - done)
             if skip < n:
                 sink.mix(out[:, skip:] if skip else out)
-            if stems and done < plan.frames:
-                keep = min(n, plan.frames - done)
-                sink.stems({tid: o[:, :keep] for tid, o in graph.track_outputs.items()})
+            if stems:
+                # A stem's frame i is timeline frame done + i - its own output latency.
+                blocks: dict[str, F32] = {}
+                for tid, o in graph.track_outputs.items():
+                    lag = graph.plan.tracks[tid].output_latency_samples
+                    a = max(0, lag - done)
+                    b = min(n, plan.frames + lag - done)
+                    if a < b:
+                        blocks[tid] = o[:, a:b]
+                if blocks:
+                    sink.stems(blocks)
             done += n
             meter.update(done)
         meter.finish()
@@ -198,7 +219,7 @@ class _ArraySink:
             else None
         )
         self._mix_at = 0
-        self._stems_at = 0
+        self._stems_at = dict.fromkeys(track_ids or (), 0)
 
     def mix(self, block: F32) -> None:
         n = block.shape[1]
@@ -207,11 +228,10 @@ class _ArraySink:
 
     def stems(self, blocks: Mapping[str, F32]) -> None:
         assert self.stem_out is not None
-        n = 0
         for tid, b in blocks.items():
-            n = b.shape[1]
-            self.stem_out[tid][:, self._stems_at : self._stems_at + n] = b
-        self._stems_at += n
+            at = self._stems_at[tid]
+            self.stem_out[tid][:, at : at + b.shape[1]] = b
+            self._stems_at[tid] = at + b.shape[1]
 
 
 def render_session(
@@ -226,10 +246,11 @@ def render_session(
     progress: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
     tail_s: float = 0.0,
+    backend: str | None = None,
 ) -> RenderResult:
     """Render the session's timeline (see the module docstring) into arrays."""
     source = as_asset_source(assets)
-    plan = plan_render(doc, _frames_of(source), start_s=start_s, end_s=end_s, tail_s=tail_s)
+    plan = plan_render(doc, frames_of_assets(source), start_s=start_s, end_s=end_s, tail_s=tail_s)
     sink = _ArraySink(plan.frames, [t.id for t in doc.tracks] if stems else None)
     render_to(
         sink,
@@ -243,5 +264,6 @@ def render_session(
         stems=stems,
         progress=progress,
         cancel=cancel,
+        backend=backend,
     )
     return RenderResult(mix=sink.mix_out, stems=sink.stem_out, sample_rate=plan.sample_rate)
