@@ -433,8 +433,9 @@ def _remove_stale(folder: Path, older_than_s: float) -> None:
 async def run_standalone(settings: Settings, stop: asyncio.Event) -> None:
     """`escenario worker`: serve the Redis job queue with a local pool until `stop` is set.
 
-    Needs what the servers use: their database (`settings.database_url`) and their data
-    directory's blob store and keyring (`settings.data_dir`, shared storage), since it reads
+    Needs what the servers use: their database (`settings.database_url`) and their blob store
+    and keyring: the shared data directory (`settings.data_dir`), or their S3 bucket
+    (`settings.blob_url`) with a copy of their keyring (`settings.data_key`), since it reads
     the source audio and writes the results' assets itself.
     """
     from persistence.encrypted_blobs import open_encrypted_blobs
@@ -445,13 +446,18 @@ async def run_standalone(settings: Settings, stop: asyncio.Event) -> None:
 
     if not settings.redis_url:
         raise ValueError("a worker needs --redis-url: without Redis the queue lives inside `escenario serve`")
+    if settings.blob_url and not settings.data_key:
+        # A keyring made here would encrypt results that the servers cannot read.
+        raise ValueError(
+            "a worker with --blob-url needs ESCENARIO_DATA_KEY: the path of a copy of the servers' keyring"
+        )
     queue = open_queue(settings.redis_url, prefix=settings.job_queue_prefix)
     ping = getattr(queue, "ping", None)
     if ping is not None:
         await ping()
     store = await open_store(settings.resolved_database_url, data_dir=settings.data_dir)
     try:
-        blobs = await open_encrypted_blobs(settings.data_dir, settings.data_key)
+        blobs = await open_encrypted_blobs(settings.data_dir, settings.data_key, settings.blob_url)
         assets = AssetLibrary(
             store,
             blobs,

@@ -470,8 +470,10 @@ class EncryptedBlobStore:
 
 
 async def list_keys(inner: BlobStore) -> list[str]:
-    if not isinstance(inner, FileBlobStore):
-        raise TypeError("listing blobs needs a FileBlobStore")
+    from .s3_blobs import S3BlobStore
+
+    if not isinstance(inner, FileBlobStore | S3BlobStore):
+        raise TypeError("listing blobs needs a FileBlobStore or an S3BlobStore")
     return await inner.keys()
 
 
@@ -519,14 +521,21 @@ def keyring_path(data_dir: Path, data_key: str) -> Path:
     return Path(data_key) if data_key else Path(data_dir) / "keys" / "keyring.json"
 
 
-async def open_encrypted_blobs(data_dir: Path, data_key: str = "") -> EncryptedBlobStore:
-    """The server's blob store: files under `data_dir/blobs`, encrypted with the configured keyring.
+async def open_encrypted_blobs(data_dir: Path, data_key: str = "", blob_url: str = "") -> EncryptedBlobStore:
+    """The server's blob store: files under `data_dir/blobs` (or the S3 bucket `blob_url` names),
+    encrypted with the configured keyring.
 
     Without `data_key` the keyring is `data_dir/keys/keyring.json`, created (mode 0600) on first
-    run. Plaintext blobs from before encryption at rest are encrypted once, on first start.
+    run; it never travels with the blobs, so remote workers get a copy through `data_key`.
+    Plaintext files from before encryption at rest are encrypted once, on first start; an
+    object store was only ever written encrypted, so it is not scanned.
     """
+    from .factory import open_blob_store
+
     data_dir = Path(data_dir)
     keyring = await asyncio.to_thread(open_keyring, keyring_path(data_dir, data_key), create=not data_key)
-    store = EncryptedBlobStore(FileBlobStore(data_dir / "blobs"), keyring)
-    await migrate_plaintext(store, data_dir / "keys" / MIGRATED_MARKER)
+    inner = await open_blob_store(blob_url, data_dir=data_dir)
+    store = EncryptedBlobStore(inner, keyring)
+    if isinstance(inner, FileBlobStore):
+        await migrate_plaintext(store, data_dir / "keys" / MIGRATED_MARKER)
     return store

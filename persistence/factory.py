@@ -1,9 +1,11 @@
-"""Chooses the `Store` backend from the `--database-url` option."""
+"""Chooses the `Store` backend from `--database-url` and the blob store from `--blob-url`."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from persistence.blobs import BlobStore, FileBlobStore
 from persistence.ports import Store
 
 DEFAULT_SQLITE_NAME = "escenario.db"
@@ -57,3 +59,21 @@ def _sqlite_path(url: str, rest: str, data_dir: Path) -> str | Path:
     if path == ":memory:":
         return path
     return Path(path)
+
+
+async def open_blob_store(blob_url: str, *, data_dir: Path) -> BlobStore:
+    """The plain (unencrypted) blob store that `blob_url` names.
+
+    - `""` → files under `data_dir/blobs` (the default)
+    - `s3://bucket/prefix?endpoint=…&region=…` → objects in an S3-compatible bucket, checked
+      reachable now (credentials from the standard AWS environment variables or profile)
+    """
+    if not blob_url:
+        return FileBlobStore(Path(data_dir) / "blobs")
+    from persistence.s3_blobs import S3BlobStore, parse_blob_url
+
+    location = parse_blob_url(blob_url)
+    # Making a boto3 client loads its service model from disk: not on the event loop.
+    store = await asyncio.to_thread(S3BlobStore, location)
+    await store.check()
+    return store

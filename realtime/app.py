@@ -112,7 +112,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Starlette:
                 limits=RoomLimits(max_pending_bytes=settings.max_pending_bytes),
             ),
         )
-        blobs = await open_encrypted_blobs(settings.data_dir, settings.data_key)
+        blobs = await open_encrypted_blobs(settings.data_dir, settings.data_key, settings.blob_url)
         assets = AssetLibrary(
             the_store,
             blobs,

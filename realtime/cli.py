@@ -29,6 +29,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(ESCENARIO_DATABASE_URL; default SQLite in the data dir)",
     )
     p.add_argument("--redis-url", help="redis://host:6379/0 for scale-out backends (ESCENARIO_REDIS_URL)")
+    p.add_argument(
+        "--blob-url",
+        help="s3://bucket/prefix?endpoint=URL&region=NAME: keep blobs in an S3-compatible bucket "
+        "(ESCENARIO_BLOB_URL; default: files in the data dir; credentials: the AWS env vars/profile)",
+    )
     p.add_argument("--web-dir", type=Path, help="built web client to serve at / (ESCENARIO_WEB_DIR)")
     p.add_argument("--log-level", help="debug|info|warning|error (ESCENARIO_LOG_LEVEL)")
     p.add_argument("--log-format", choices=["json", "text"], help="ESCENARIO_LOG_FORMAT, default json")
@@ -64,10 +69,17 @@ def _render_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--dither", action="store_true", help="TPDF dither before 24-bit rounding (wav, flac)")
     p.add_argument("--stems", type=Path, metavar="DIR", help="also write one file per track into DIR")
     p.add_argument("--workers", type=int, help="render threads (default: the number of CPUs)")
+    p.add_argument(
+        "--dsp-backend",
+        choices=["auto", "numba", "cupy"],
+        help="render on the CPU (numba) or a CUDA GPU (cupy, needs the [gpu] extra); "
+        "auto renders on numba until the GPU graph is measured faster (ESCENARIO_DSP_BACKEND, default auto)",
+    )
     p.add_argument("--data-dir", type=Path, help="data directory (ESCENARIO_DATA_DIR, default ./var)")
     p.add_argument(
         "--database-url", help="the store (ESCENARIO_DATABASE_URL; default SQLite in the data dir)"
     )
+    p.add_argument("--blob-url", help="the S3 blob store, s3://bucket/prefix?… (ESCENARIO_BLOB_URL)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -90,7 +102,7 @@ async def _load_session(
             return None
         record = await store.load_room(session_id)
         doc = read_document(build_doc(record.snapshot, (u for _, u in record.updates)))
-        blobs = await open_encrypted_blobs(settings.data_dir, settings.data_key)
+        blobs = await open_encrypted_blobs(settings.data_dir, settings.data_key, settings.blob_url)
         assets: dict[str, np.ndarray] = {}
         for asset_id in sorted({c.asset_id for t in doc.tracks for c in t.clips}):
             asset = await store.get_asset(asset_id) if len(asset_id) <= 64 else None
@@ -128,7 +140,9 @@ class _ProgressLine:
 
 def render(args: argparse.Namespace) -> int:
     """`escenario render`: 0 on success, 1 when the session or render fails, 2 for bad arguments."""
-    settings = settings_from_env().replace(data_dir=args.data_dir, database_url=args.database_url)
+    settings = settings_from_env().replace(
+        data_dir=args.data_dir, database_url=args.database_url, blob_url=args.blob_url
+    )
     if args.output is None and args.stems is None:
         print("escenario render: give -o FILE and/or --stems DIR", file=sys.stderr)
         return 2
@@ -145,6 +159,15 @@ def render(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         print("escenario render: --workers must be >= 1", file=sys.stderr)
+        return 2
+    from .dsp.backend import BackendUnavailable, make_graph, use_backend
+
+    backend = args.dsp_backend or settings.dsp_backend
+    try:
+        make_graph(backend, None).close()  # cupy: cupy, numba's CUDA target and a device, or why not
+        use_backend(backend)
+    except (ValueError, BackendUnavailable) as exc:
+        print(f"escenario render: {exc}", file=sys.stderr)
         return 2
 
     from .media.mixdown import MIXDOWN_FORMATS, render_files
@@ -215,6 +238,11 @@ def _keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "and re-encrypt every blob under it.",
     )
     rotate.add_argument("--data-dir", type=Path, help="data directory (ESCENARIO_DATA_DIR, default ./var)")
+    rotate.add_argument(
+        "--blob-url",
+        help="s3://bucket/prefix?endpoint=URL&region=NAME: keep blobs in an S3-compatible bucket "
+        "(ESCENARIO_BLOB_URL; default: files in the data dir; credentials: the AWS env vars/profile)",
+    )
     rotate.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -226,7 +254,7 @@ async def _rotate(settings: Settings, quiet: bool) -> int:
         rotate_keyring,
     )
 
-    store = await open_encrypted_blobs(settings.data_dir, settings.data_key)
+    store = await open_encrypted_blobs(settings.data_dir, settings.data_key, settings.blob_url)
     path = keyring_path(settings.data_dir, settings.data_key)
     store.keyring = await asyncio.to_thread(rotate_keyring, path)
     if not quiet:
@@ -248,10 +276,10 @@ def keys(args: argparse.Namespace) -> int:
     """`escenario keys rotate`: 0 on success, 1 when the keyring or a blob cannot be handled."""
     from persistence.encrypted_blobs import BlobIntegrityError, KeyringError
 
-    settings = settings_from_env().replace(data_dir=args.data_dir)
+    settings = settings_from_env().replace(data_dir=args.data_dir, blob_url=args.blob_url)
     try:
         return asyncio.run(_rotate(settings, args.quiet))
-    except (KeyringError, BlobIntegrityError, OSError) as exc:
+    except (KeyringError, BlobIntegrityError, OSError, ValueError) as exc:
         print(f"escenario keys rotate: {exc}", file=sys.stderr)
         return 1
 
@@ -300,6 +328,11 @@ def _worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--redis-url", help="redis://host:6379/0, the servers' queue (ESCENARIO_REDIS_URL)")
     p.add_argument("--data-dir", type=Path, help="the servers' data directory (ESCENARIO_DATA_DIR)")
     p.add_argument("--database-url", help="the servers' database (ESCENARIO_DATABASE_URL)")
+    p.add_argument(
+        "--blob-url",
+        help="the servers' S3 blob store, s3://bucket/prefix?endpoint=…; needs ESCENARIO_DATA_KEY, "
+        "a copy of the servers' keyring (ESCENARIO_BLOB_URL; default: DATA_DIR/blobs)",
+    )
     p.add_argument("--queue-prefix", dest="job_queue_prefix", help="Redis key prefix (default escenario)")
     p.add_argument("--log-level", help="debug|info|warning|error (ESCENARIO_LOG_LEVEL)")
     p.add_argument("--log-format", choices=["json", "text"], help="ESCENARIO_LOG_FORMAT, default json")
@@ -356,6 +389,7 @@ def worker(args: argparse.Namespace) -> int:
 
 _SETTING_FLAGS = (
     "redis_url",
+    "blob_url",
     "data_dir",
     "database_url",
     "job_queue_prefix",
@@ -437,6 +471,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         data_dir=args.data_dir,
         database_url=args.database_url,
         redis_url=args.redis_url,
+        blob_url=args.blob_url,
         web_dir=args.web_dir,
         log_level=args.log_level,
         log_format=args.log_format,
@@ -469,12 +504,13 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .app import create_app
-    from .dsp.backend import BackendUnavailable, select_backend
+    from .dsp.backend import BackendUnavailable, select_backend, use_backend
     from .logs import configure_logging
     from .transport.uvicorn_ws import EscenarioWebSocketProtocol
 
     configure_logging(settings.log_level, settings.log_format)
     try:
+        use_backend(settings.dsp_backend)  # renders follow it: auto keeps its fallback to the CPU
         settings = settings.replace(dsp_backend=select_backend(settings.dsp_backend))
     except (ValueError, BackendUnavailable) as exc:
         raise SystemExit(f"escenario serve: {exc}") from exc

@@ -28,6 +28,9 @@ class Settings:
     dsp_backend: str = "auto"
     # Keyring file for encryption at rest; empty means data_dir/keys/keyring.json, made on first run.
     data_key: str = ""
+    # Where blobs (audio) live: empty means files under data_dir/blobs; s3://bucket/prefix?endpoint=…
+    # &region=… an S3-compatible bucket shared with remote workers (credentials: standard AWS env/profile).
+    blob_url: str = ""
 
     # accounts
     token_ttl_s: int = 30 * 24 * 3600

@@ -119,10 +119,12 @@ class Exports:
     async def sweep_orphans(self) -> int:
         """Delete archives no job knows (left by an earlier run: jobs live in memory only).
 
-        The blob store has no listing, so this looks under the file store's default root."""
-        root = Path(self.svc.settings.data_dir) / "blobs"
+        The port has no listing; the stores under it (files, or S3 with `--blob-url`) do."""
+        from persistence.encrypted_blobs import list_keys
+
+        inner = getattr(self.svc.blobs, "inner", self.svc.blobs)  # under encryption at rest
         known = {job.blob_key for job in self.jobs.values()}
-        found = await asyncio.to_thread(lambda: [p.name for p in root.rglob("export-*.zip")])
+        found = [k for k in await list_keys(inner) if k.startswith("export-") and k.endswith(".zip")]
         orphans = [name for name in found if name not in known]
         for name in orphans:
             await self.svc.blobs.delete(name)
