@@ -98,6 +98,8 @@ class Settings:
     jam_realtime_priority: int = 10
     # Nice value of the event loop's thread once a jam runs (0: leave it); needs CAP_SYS_NICE.
     jam_loop_nice: int = -10
+    # The interpreter's GIL switch interval while a jam runs (seconds; never raised by the jam).
+    jam_switch_interval_s: float = 0.0005
     # Inbound audio frames per second and connection (a 2.5 ms stream sends 400).
     jam_frames_per_second: float = 2000.0
     # Sessions that get their own labelled series on /metrics (the rest only count in the totals).

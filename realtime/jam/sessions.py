@@ -36,6 +36,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         fade_in_s=settings.jam_fade_in_s,
         realtime_priority=settings.jam_realtime_priority,
         loop_nice=settings.jam_loop_nice,
+        switch_interval_s=settings.jam_switch_interval_s,
     )
 
 
