@@ -9,7 +9,8 @@ worker, `demucs.api.Separator(model, repo=…)` for the anchor). The compute is 
 weights; the output is noise.
 
 - **pool**: every track is submitted at once to a `WorkerPool` configured as `escenario serve`
-  configures it on a CPU by default (one worker process, `nice +10`, 1 math thread, batch 1):
+  configures it on a CPU by default (one worker process in Linux's `SCHED_IDLE` class at
+  `nice +10`, automatic math threads: every core, since it only gets idle CPU time; batch 1):
   `.npy` in at 48 kHz, resampled to 44.1 kHz, demucs' split/overlap-add (overlap 0.25, the
   model's 7.8 s segments) in `BatchedSeparator`, 24-bit WAV stems out at 48 kHz. The model is
   loaded by the first job (its load time counts). Peak memory: the worker's RSS, sampled every
@@ -17,10 +18,11 @@ weights; the output is noise.
 - **demucs**: a fresh process builds `demucs.api.Separator(name, repo=models_dir, shifts=0,
   overlap=0.25, segment=None)` (the model's own segment; its load time counts) and calls
   `separate_tensor` on the tracks (at 44.1 kHz) one after another, with torch's default
-  threads. Peak memory: that process's `ru_maxrss`.
+  threads, at normal priority. Peak memory: that process's `ru_maxrss`.
 
-While the pool runs, a real `escenario serve` stays busy with realtime work, and its figures
-are taken over exactly the pool's run:
+While each side runs, a real `escenario serve` stays busy with the same realtime work (so the
+two throughputs compare like for like; `--anchor-idle` runs demucs on an idle machine instead),
+and its figures are taken over exactly that side's run:
 
 - a **16-player jam** (`benchmarks/_jam_load.py`: 16 WebSocket participants sending 2.5 ms Opus
   frames); from `GET /api/sessions/{id}/jam/stats` the change in `engine.deadlineMisses` and
@@ -511,8 +513,9 @@ def realtime_figures(
 
 
 @contextlib.contextmanager
-def live_load(workdir: Path, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    """A live server under jam and sync load; the dict receives the figures over the block."""
+def live_load(workdir: Path, args: argparse.Namespace, *, control: bool = True) -> Iterator[dict[str, Any]]:
+    """A live server under jam and sync load; the dict receives the figures over the block
+    (``control``: first the same load alone for ``--control-s``)."""
     figures: dict[str, Any] = {}
     server = LiveServer(workdir, args.players)
     probe: SyncProbe | None = None
@@ -522,7 +525,7 @@ def live_load(workdir: Path, args: argparse.Namespace) -> Iterator[dict[str, Any
         probe.start()
         while not probe.rounds and not probe.errors and probe.is_alive():
             time.sleep(0.2)  # the first round has run: the probe is warm
-        if args.control_s > 0:
+        if control and args.control_s > 0:
             # The same load without the pool, first: what the machine alone gives.
             probe.rounds.clear()
             before = server.jam_stats()
@@ -569,8 +572,16 @@ def one_run(
                     )
                 run["pool"].update(live)
             shutil.rmtree(out_dir, ignore_errors=True)
-        else:
+        elif args.no_live or args.anchor_idle:
             run["demucs"] = run_demucs(models_dir, name, inputs)
+        else:
+            # The same live load as the pool's, so the two throughputs compare like for like;
+            # its realtime figures show what an unprioritised separation does to the server.
+            live_dir = work / f"live-{time.monotonic_ns()}"
+            live_dir.mkdir()
+            with live_load(live_dir, args, control=False) as live:
+                run["demucs"] = run_demucs(models_dir, name, inputs)
+            run["demucs"].update(live)
         print(f"  {side}: {run[side]['wall_s']:.1f} s", file=sys.stderr, flush=True)
     audio_s = args.jobs * args.seconds
     run["pool_audio_s_per_s"] = audio_s / run["pool"]["wall_s"]
@@ -595,6 +606,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "pool_worker_idle_rss_mib": med(r["pool"]["worker_idle_rss_mib"] for r in runs),
         "demucs_peak_rss_mib": max(r["demucs"]["peak_rss_mib"] for r in runs),
     }
+    demucs_live = [r["demucs"] for r in runs if "jam" in r["demucs"]]
+    if demucs_live:
+        summary["demucs_jam_deadline_misses"] = sum(d["jam"]["deadline_misses"] for d in demucs_live)
+        summary["demucs_jam_skipped_ticks"] = sum(d["jam"]["skipped_ticks"] for d in demucs_live)
+        summary["demucs_sync_p99_ms_worst_round"] = max(
+            d["sync"]["p99_ms_worst_round"] or 0.0 for d in demucs_live
+        )
     if any("jam" in r["pool"] for r in runs):
         summary["jam_deadline_misses"] = sum(live("jam", "deadline_misses"))
         summary["jam_skipped_ticks"] = sum(live("jam", "skipped_ticks"))
@@ -615,7 +633,7 @@ def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.jobs} x {args.seconds:g} s, model {summary['model']} "
         f"({summary['params'] / 1e6:.2f} M params), {args.repeats} repeat(s), medians",
         f"{'':24}{'audio s/s':>10}{'wall s':>9}{'peak RSS MiB':>14}",
-        f"{'pool (1 worker, nice)':24}{summary['pool_audio_s_per_s']:>10.3f}{summary['pool_wall_s']:>9.1f}"
+        f"{'pool (1 worker, idle)':24}{summary['pool_audio_s_per_s']:>10.3f}{summary['pool_wall_s']:>9.1f}"
         f"{summary['pool_peak_rss_mib_per_job']:>14.0f}",
         f"{'demucs Separator':24}{summary['demucs_audio_s_per_s']:>10.3f}{summary['demucs_wall_s']:>9.1f}"
         f"{summary['demucs_peak_rss_mib']:>14.0f}",
@@ -627,6 +645,12 @@ def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
             f"{summary['jam_deadline_misses']}, skipped ticks {summary['jam_skipped_ticks']} (target 0); "
             f"sync fan-out p99 worst round {summary['sync_p99_ms_worst_round']:.2f} ms, "
             f"max {summary['sync_max_ms']:.2f} ms (target p99 <= 20 ms)"
+        )
+    if "demucs_jam_deadline_misses" in summary:
+        lines.append(
+            f"during the demucs run (same live load, demucs at normal priority): deadline misses "
+            f"{summary['demucs_jam_deadline_misses']}, skipped ticks {summary['demucs_jam_skipped_ticks']}; "
+            f"sync p99 worst round {summary['demucs_sync_p99_ms_worst_round']:.2f} ms"
         )
     if "control_jam_deadline_misses" in summary:
         p99 = summary["control_sync_p99_ms_worst_round"]
@@ -644,7 +668,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument(
-        "--threads", type=int, default=1, help="the pool worker's math threads (server default 1)"
+        "--threads",
+        type=int,
+        default=0,
+        help="the pool worker's math threads (0: automatic, as the server's default)",
+    )
+    ap.add_argument(
+        "--anchor-idle",
+        action="store_true",
+        help="run demucs on an idle machine instead of under the same live load as the pool",
     )
     ap.add_argument("--players", type=int, default=16)
     ap.add_argument("--readers", type=int, default=4)

@@ -74,6 +74,22 @@ def detect_gpus() -> list[str]:
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")
 
 
+def auto_threads(device: str, sched_idle: bool, workers: int) -> int:
+    """Math threads per worker when none are configured.
+
+    A CPU worker in the SCHED_IDLE class runs only on CPU time that nothing else wants, so it
+    may use every core: the jam's tick, the event loop and the other server threads always go
+    first (measured in benchmarks/separation.py: the realtime figures do not move between one
+    and two threads on 2 cores, and throughput grows 1.5x). A worker in the normal class leaves a
+    core to the realtime path. A GPU worker's host side needs one thread.
+    """
+    if device != "cpu":
+        return 1
+    cores = os.cpu_count() or 1
+    usable = cores if sched_idle else max(1, cores - 1)
+    return max(1, usable // max(1, workers))
+
+
 def check_pool_settings(*, device: str, workers: int, threads: int, max_batch: int, precision: str) -> None:
     """`ValueError` naming the setting that is wrong (checked before any process starts)."""
     if not _DEVICE.fullmatch(device):
@@ -82,8 +98,8 @@ def check_pool_settings(*, device: str, workers: int, threads: int, max_batch: i
         raise ValueError(f"inference precision must be fp32 or bf16, got {precision!r}")
     if workers < 0:
         raise ValueError(f"inference workers must be 0 or more, got {workers}")
-    if threads < 1:
-        raise ValueError(f"inference threads must be 1 or more, got {threads}")
+    if threads < 0:
+        raise ValueError(f"inference threads must be 0 (automatic) or more, got {threads}")
     if max_batch < 0:
         raise ValueError(f"inference max batch must be 0 (automatic) or more, got {max_batch}")
 
@@ -95,7 +111,7 @@ class PoolConfig:
     models_dir: str
     device: str = "auto"
     cpu_workers: int = 1
-    threads: int = 1
+    threads: int = 0  # 0: auto_threads()
     max_batch: int = 0  # 0: 1 on a CPU (batching does not pay there), 8 on a GPU
     precision: str = "fp32"
     # Separation jobs one worker runs at once (their segments share batches); 0: max_batch.
@@ -116,7 +132,7 @@ class PoolConfig:
             WorkerConfig(
                 models_dir=self.models_dir,
                 device=device,
-                threads=max(1, self.threads),
+                threads=self.threads or auto_threads(device, self.sched_idle_cpu, len(devices)),
                 max_batch=self.max_batch or (1 if device == "cpu" else 8),
                 precision=self.precision,
                 nice=self.nice,

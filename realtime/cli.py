@@ -302,7 +302,7 @@ def _inference_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
         f"--{prefix}threads",
         dest="inference_threads",
         type=int,
-        help="torch/onnxruntime threads per worker (ESCENARIO_INFERENCE_THREADS, default 1)",
+        help="torch/onnxruntime threads per worker; 0: automatic (ESCENARIO_INFERENCE_THREADS, default 0)",
     )
     p.add_argument(
         f"--{prefix}max-batch",

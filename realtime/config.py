@@ -115,8 +115,9 @@ class Settings:
     inference_workers: int = 1
     # auto (one worker per GPU, else CPU workers) | cpu | cuda:N
     inference_device: str = "auto"
-    # Torch/onnxruntime threads per worker: 1 keeps a core free for the realtime path.
-    inference_threads: int = 1
+    # Torch/onnxruntime threads per worker; 0: every core for SCHED_IDLE CPU workers (they only
+    # get CPU time nothing else wants), a core left free otherwise, 1 per GPU worker.
+    inference_threads: int = 0
     # Segments per separation forward pass; 0: 1 on a CPU (batching does not pay there), 8 on a GPU.
     inference_max_batch: int = 0
     # fp32 (TF32 on a GPU) | bf16

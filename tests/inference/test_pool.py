@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soxr
 
-from inference.pool import PoolConfig, WorkerPool, check_pool_settings, crash_reason
+from inference.pool import PoolConfig, WorkerPool, auto_threads, check_pool_settings, crash_reason
 from inference.separation import separate_array
 from inference.tasks import save_audio
 from inference.worker import Cancelled, Failed, Finished, JobEvent, Progress, Started, Task
@@ -134,6 +134,21 @@ async def test_separation_writes_stems_the_length_of_the_source(make_pool: Any) 
     assert pool.pool.pids() == [pid]
 
 
+def test_automatic_threads_use_idle_cores_only_in_the_idle_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert auto_threads("cpu", True, 1) == 8  # SCHED_IDLE: only CPU time nothing else wants
+    assert auto_threads("cpu", True, 3) == 2  # shared among the CPU workers
+    assert auto_threads("cpu", False, 1) == 7  # normal class: a core stays free
+    assert auto_threads("cuda:0", True, 1) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert auto_threads("cpu", False, 4) == 1
+    configs = PoolConfig(models_dir="m", device="cpu", cpu_workers=2, threads=0).worker_configs()
+    assert [c.threads for c in configs] == [1, 1]  # one core (unknown count) for two workers: 1 each
+    assert PoolConfig(models_dir="m", device="cpu", threads=3).worker_configs()[0].threads == 3
+    with pytest.raises(ValueError, match="0 \\(automatic\\) or more"):
+        check_pool_settings(device="cpu", workers=1, threads=-1, max_batch=0, precision="fp32")
+
+
 async def test_workers_are_niced_and_thread_bounded(make_pool: Any) -> None:
     pool = await make_pool(threads=1, nice=7)
     (ready,) = await asyncio.wait_for(pool.pool.wait_ready(), TIMEOUT_S)
@@ -244,7 +259,7 @@ def test_settings_are_checked() -> None:
         ({"device": "gpu"}, "device"),
         ({"precision": "fp16"}, "precision"),
         ({"workers": -1}, "workers"),
-        ({"threads": 0}, "threads"),
+        ({"threads": -1}, "threads"),
         ({"max_batch": -2}, "max batch"),
     ):
         with pytest.raises(ValueError, match=message):
