@@ -137,9 +137,10 @@ def test_upload_mix_transport_listen_and_export(
     expect(alice.tid("transport")).to_have_attribute("data-playing", "false")
 
     # -- export a mixdown as a file ---------------------------------------------------------
-    alice.tid("export-format").select_option("flac")
+    alice.tid("export-open").click()
+    alice.tid("export-dialog-format").select_option("flac")
     with alice.page.expect_download() as dl:
-        alice.tid("export").click()
+        alice.tid("export-download").click()
     download = dl.value
     assert download.suggested_filename.endswith(".flac"), download.suggested_filename
     saved = tmp_path / "mix.flac"

@@ -54,7 +54,7 @@ import {
   type Range,
 } from './transport';
 import { asOneStep, beginGroup, createUndoManager, endGroup } from './undo';
-import { downloadMixdown, uploadAsset } from './upload';
+import { uploadAsset } from './upload';
 
 export { userColor } from './presence';
 
@@ -232,7 +232,6 @@ export class SessionView {
       { class: 'session-body' },
       h('div', { class: 'presence', testid: 'presence' }, h('span', { class: 'muted' }, 'Here now:'), this.presenceList),
       this.bar.root,
-      h('div', { class: 'export-share', testid: 'export-share' }, this.exportDialog.button, this.sharePanel.button),
       this.jamPanel.root,
       this.uploadMsg,
       this.uploadEl,
@@ -408,7 +407,7 @@ export class SessionView {
     });
     b.tsUnit.addEventListener('change', commitTs);
     b.listen.addEventListener('click', () => this.toggleListen());
-    b.exportBtn.addEventListener('click', () => void this.exportMixdown());
+    b.extras.append(this.exportDialog.button, this.sharePanel.button);
     b.zoomIn.addEventListener('click', () => this.timeline.setZoom(zoom(this.timeline.pxPerSecond, 1.5)));
     b.zoomOut.addEventListener('click', () => this.timeline.setZoom(zoom(this.timeline.pxPerSecond, 1 / 1.5)));
 
@@ -898,22 +897,6 @@ export class SessionView {
     if (b.audio.hasAttribute('src')) {
       b.audio.removeAttribute('src');
       b.audio.load();
-    }
-  }
-
-  private async exportMixdown(): Promise<void> {
-    const btn = this.bar.exportBtn;
-    btn.disabled = true;
-    const label = btn.textContent;
-    btn.textContent = 'Rendering…';
-    try {
-      await downloadMixdown(this.opts.sessionId, this.opts.token, this.bar.exportFormat.value);
-    } catch (err) {
-      this.uploadMsg.textContent = `Export failed: ${errorMessage(err)}`;
-      this.uploadMsg.hidden = false;
-    } finally {
-      btn.disabled = false;
-      btn.textContent = label;
     }
   }
 }

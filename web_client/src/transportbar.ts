@@ -49,14 +49,8 @@ export class TransportBar {
   );
   readonly listen = h('button', { type: 'button', testid: 'listen', class: 'tbtn secondary', 'aria-pressed': 'false', title: 'Hear the server mix' }, '◉ Listen');
   readonly audio = h('audio', { testid: 'preview-audio', preload: 'none' });
-  readonly exportFormat = h(
-    'select',
-    { testid: 'export-format', 'aria-label': 'Mixdown format' },
-    h('option', { value: 'wav' }, 'WAV'),
-    h('option', { value: 'flac' }, 'FLAC'),
-    h('option', { value: 'mp3' }, 'MP3'),
-  );
-  readonly exportBtn = h('button', { type: 'button', testid: 'export', class: 'tbtn secondary' }, '⤓ Export mixdown');
+  /** The session view puts its Export… and Share… buttons here (export.ts, share.ts). */
+  readonly extras = h('span', { class: 'group', testid: 'transport-extras' });
   readonly zoomOut = h('button', { type: 'button', class: 'tbtn secondary', testid: 'zoom-out', title: 'Zoom out' }, '−');
   readonly zoomIn = h('button', { type: 'button', class: 'tbtn secondary', testid: 'zoom-in', title: 'Zoom in' }, '+');
   readonly masterMeter = h('div', { class: 'meter master', testid: 'master-meter', title: 'Master level' }, h('div', { class: 'fill' }));
@@ -73,8 +67,7 @@ export class TransportBar {
       h('span', { class: 'spacer' }),
       this.localAudio,
       this.listen,
-      this.exportFormat,
-      this.exportBtn,
+      this.extras,
       h('span', { class: 'zoom' }, this.zoomOut, this.zoomIn),
       h('span', { class: 'master-label muted' }, 'Master'),
       this.masterMeter,

@@ -78,21 +78,3 @@ export function dispositionName(header: string | null, fallback: string): string
   const plain = /filename="?([^";]+)"?/i.exec(header);
   return plain?.[1]?.trim() || fallback;
 }
-
-export async function downloadMixdown(sessionId: string, token: string, format: string): Promise<string> {
-  const res = await fetch(`/api/sessions/${encodeURIComponent(sessionId)}/mixdown?format=${encodeURIComponent(format)}`, {
-    headers: { Authorization: `Bearer ${token}` },
-  });
-  if (!res.ok) throw parseError(res.status, await res.text());
-  const blob = await res.blob();
-  const name = dispositionName(res.headers.get('Content-Disposition'), `mixdown.${format}`);
-  const url = URL.createObjectURL(blob);
-  const a = document.createElement('a');
-  a.href = url;
-  a.download = name;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  return name;
-}
