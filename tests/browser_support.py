@@ -124,6 +124,17 @@ def open_page(
     return person
 
 
+def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def shot(person: Person, name: str, *, full_page: bool = False) -> None:
     """A screenshot artifact, ``tests/artifacts/<name>.png``."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

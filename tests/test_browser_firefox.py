@@ -25,23 +25,24 @@ import pytest
 
 from . import null_audio
 from .bidi_firefox import FIREFOX, BiDiError, Firefox, Tab, local_value, user_js
-from .browser_support import ARTIFACTS, DIST_INDEX, read_document, tone_wav, upload_asset, write_tracks
+from .browser_support import (
+    ARTIFACTS,
+    DIST_INDEX,
+    WAVEFORM_INKED_PIXELS,
+    read_document,
+    tone_wav,
+    upload_asset,
+    write_tracks,
+)
 from .conftest import IN_CI, require
 from .harness import PyDocClient, ServerProcess, wait_until
 
-WAVEFORM_INKED = """() => {
+# The BiDi client evaluates functions without arguments: find the picture, then count its ink.
+WAVEFORM_INKED = f"""() => {{
   const img = document.querySelector('[data-testid=clip-waveform]');
   if (!img || img.dataset.drawn !== 'true') return 0;
-  const canvas = document.createElement('canvas');
-  canvas.width = img.naturalWidth;
-  canvas.height = img.naturalHeight;
-  const ctx = canvas.getContext('2d');
-  ctx.drawImage(img, 0, 0);
-  const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-  let n = 0;
-  for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n += 1;
-  return n;
-}"""
+  return ({WAVEFORM_INKED_PIXELS})(img);
+}}"""
 
 TONE_DB = 20 * math.log10(0.5 / math.sqrt(2))  # -9.03 dBFS: the RMS of a 0.5 sine
 TOLERANCE_DB = 0.3

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from .browser_support import (
     shot,
     tone_wav,
     upload_asset,
+    wait_for,
     write_tracks,
 )
 from .conftest import require, require_browser
@@ -48,16 +48,6 @@ def browser() -> Iterator[Browser]:
 def figure(person: Person, key: str) -> float | None:
     raw = person.tid(f"jam-{key}").get_attribute("data-value")
     return float(raw) if raw else None
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_join_the_jam_and_see_latency(server: ServerProcess, browser: Browser, cast: list[Person]) -> None:

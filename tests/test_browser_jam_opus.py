@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .browser_support import Person, launch_chromium
+from .browser_support import Person, launch_chromium, wait_for
 from .conftest import require_browser
 from .harness import ServerProcess
 
@@ -48,16 +48,6 @@ def browser() -> Iterator[Browser]:
     require_browser()
     with launch_chromium(media=True) as b:
         yield b
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def join(
