@@ -301,7 +301,7 @@ class _MixSink:
         self._out.pump()
 
     def stems(self, blocks: Mapping[str, _F32]) -> None:
-        pass
+        """A mixdown streams the mix only: the render's per-track blocks are not wanted here."""
 
     def close(self) -> None:
         self._track.close()
@@ -358,7 +358,7 @@ class _StemsSink:
         return cast(BinaryIO, entry)
 
     def mix(self, block: _F32) -> None:
-        pass
+        """A stem zip holds the tracks only: the render's master block is not wanted here."""
 
     def stems(self, blocks: Mapping[str, _F32]) -> None:
         for tid, block in blocks.items():
