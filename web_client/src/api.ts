@@ -21,6 +21,22 @@ export interface SessionSummary {
   owner_id?: string;
 }
 
+export type InviteRole = 'editor' | 'viewer';
+
+export interface Member {
+  user_id: string;
+  email: string;
+  name: string;
+  role: Role | string;
+}
+
+export interface Invite {
+  token: string;
+  role: Role | string;
+  /** Unix seconds. */
+  expires_at: number;
+}
+
 export interface AuthResult {
   token: string;
   /** Signup always returns it; login is expected to, and `me()` fills it in otherwise. */
@@ -208,5 +224,32 @@ export class ApiClient {
 
   async createSession(title: string): Promise<SessionSummary> {
     return this.request<SessionSummary>('POST', '/sessions', { title });
+  }
+
+  async renameSession(id: string, title: string): Promise<SessionSummary> {
+    return this.request<SessionSummary>('PATCH', `/sessions/${encodeURIComponent(id)}`, { title });
+  }
+
+  /** Soft delete: the owner can restore it for a grace period (`restoreSession`). */
+  async deleteSession(id: string): Promise<void> {
+    await this.request<unknown>('DELETE', `/sessions/${encodeURIComponent(id)}`);
+  }
+
+  async restoreSession(id: string): Promise<SessionSummary> {
+    return this.request<SessionSummary>('POST', `/sessions/${encodeURIComponent(id)}/restore`);
+  }
+
+  /** Add someone who already has an account (404 `user_not_found` otherwise). */
+  async addMember(sessionId: string, email: string, role: InviteRole): Promise<Member> {
+    return this.request<Member>('POST', `/sessions/${encodeURIComponent(sessionId)}/members`, { email, role });
+  }
+
+  /** A signed single-use invite link for someone without an account yet. */
+  async createInvite(sessionId: string, role: InviteRole): Promise<Invite> {
+    return this.request<Invite>('POST', `/sessions/${encodeURIComponent(sessionId)}/invites`, { role });
+  }
+
+  async acceptInvite(token: string): Promise<SessionSummary> {
+    return this.request<SessionSummary>('POST', `/invites/${encodeURIComponent(token)}/accept`);
   }
 }

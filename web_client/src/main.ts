@@ -6,6 +6,7 @@ import './style.css';
 import { ApiClient, ApiError, errorMessage, localTokenStore, type SessionSummary, type User } from './api';
 import { h } from './dom';
 import { parseRoute, sessionHash, type Route } from './route';
+import { SessionRow } from './sessionrow';
 import { SessionView } from './session';
 
 class App {
@@ -94,11 +95,14 @@ class App {
     if (!this.user) {
       this.closeSession();
       document.title = 'Escenario';
-      this.renderAuth(route.name === 'session' ? 'Sign in to open this session.' : null);
+      this.renderAuth(authNote(route));
       return;
     }
     if (route.name === 'session') {
       await this.openSession(route.id, gen);
+    } else if (route.name === 'invite') {
+      this.closeSession();
+      await this.acceptInvite(route.token, gen);
     } else {
       this.closeSession();
       document.title = 'Escenario';
@@ -218,15 +222,51 @@ class App {
     }
     const sorted = [...this.sessions].sort((a, b) => (b.updated_at ?? '').localeCompare(a.updated_at ?? ''));
     list.replaceChildren(
-      ...sorted.map((s) =>
-        h(
-          'li',
-          { 'data-session-id': s.id },
-          h('a', { href: sessionHash(s.id), testid: 'session-link', 'data-session-id': s.id }, s.title || 'Untitled session'),
-          h('span', { class: 'badge', testid: 'session-role' }, String(s.role)),
-        ),
+      ...sorted.map(
+        (s) =>
+          new SessionRow(this.api, s, {
+            renamed: (updated) => {
+              this.sessions = this.sessions.map((x) => (x.id === updated.id ? { ...x, title: updated.title } : x));
+            },
+            deleted: (id) => {
+              this.sessions = this.sessions.filter((x) => x.id !== id);
+            },
+            restored: (restored) => {
+              this.sessions = [restored, ...this.sessions.filter((x) => x.id !== restored.id)];
+            },
+            failed: (err) => this.handleApiError(err),
+          }).root,
       ),
     );
+  }
+
+  // ---- invite links -------------------------------------------------------
+
+  private async acceptInvite(token: string, gen: number): Promise<void> {
+    document.title = 'Escenario';
+    this.main.replaceChildren(h('section', { class: 'card wide', testid: 'invite-accepting' }, h('p', {}, 'Joining the session…')));
+    try {
+      const joined = await this.api.acceptInvite(token);
+      if (gen !== this.generation) return;
+      this.sessions = [joined, ...this.sessions.filter((s) => s.id !== joined.id)];
+      // replace, not push: Back should not accept the (now used) invite again
+      window.location.replace(sessionHash(joined.id));
+    } catch (err) {
+      if (gen !== this.generation) return;
+      if (err instanceof ApiError && err.status === 401) {
+        this.handleApiError(err);
+        return;
+      }
+      this.main.replaceChildren(
+        h(
+          'section',
+          { class: 'card wide', testid: 'invite-failed' },
+          h('h2', {}, 'This invite could not be used'),
+          h('p', {}, errorMessage(err)),
+          h('a', { href: '#/' }, 'Go to your sessions'),
+        ),
+      );
+    }
   }
 
   private async createSession(title: string, button: HTMLButtonElement): Promise<void> {
@@ -288,6 +328,12 @@ class App {
       }
     }
   }
+}
+
+function authNote(route: Route): string | null {
+  if (route.name === 'session') return 'Sign in to open this session.';
+  if (route.name === 'invite') return 'You were invited to a session: log in, or create an account first, to join it.';
+  return null;
 }
 
 const root = document.getElementById('app');

@@ -29,6 +29,7 @@ import { cancelJob, jobActivity, readJobs, startErrorMessage, startJob, type Job
 import { JobsPanel } from './jobspanel';
 import { ExportDialog } from './export';
 import { SharePanel } from './share';
+import { MembersDialog } from './members';
 import { Metronome } from './metronome';
 import { LocalPlayback } from './playback';
 import { levelDb } from './playmath';
@@ -119,6 +120,7 @@ export class SessionView {
   private readonly jobsPanel: JobsPanel;
   private readonly exportDialog: ExportDialog;
   private readonly sharePanel: SharePanel;
+  private readonly membersDialog: MembersDialog;
   private readonly jamPanel: JamPanel;
   private jobsKey = '';
   private uploading = false;
@@ -214,6 +216,7 @@ export class SessionView {
     this.api = new ApiClient({ get: () => opts.token, set: () => undefined });
     this.exportDialog = new ExportDialog({ sessionId: opts.sessionId, token: opts.token, doc: this.doc });
     this.sharePanel = new SharePanel(this.api, opts.sessionId);
+    this.membersDialog = new MembersDialog(this.api, opts.sessionId);
     this.jobsPanel = new JobsPanel({
       start: (kind) => void this.startJob(kind),
       cancel: (id) => void this.cancelJob(id),
@@ -257,6 +260,7 @@ export class SessionView {
       this.palette.root,
       this.exportDialog.root,
       this.sharePanel.root,
+      this.membersDialog.root,
     );
 
     this.wireControls();
@@ -407,7 +411,7 @@ export class SessionView {
     });
     b.tsUnit.addEventListener('change', commitTs);
     b.listen.addEventListener('click', () => this.toggleListen());
-    b.extras.append(this.exportDialog.button, this.sharePanel.button);
+    b.extras.append(this.exportDialog.button, this.sharePanel.button, this.membersDialog.button);
     b.zoomIn.addEventListener('click', () => this.timeline.setZoom(zoom(this.timeline.pxPerSecond, 1.5)));
     b.zoomOut.addEventListener('click', () => this.timeline.setZoom(zoom(this.timeline.pxPerSecond, 1 / 1.5)));
 
@@ -634,6 +638,7 @@ export class SessionView {
     this.roleEl.textContent = this.role ?? '…';
     this.roleEl.hidden = this.role === null;
     this.sharePanel.setOwner(this.role === 'owner');
+    this.membersDialog.setOwner(this.role === 'owner');
 
     const editable = this.canEdit();
     this.bodyEl.hidden = isTerminal(this.state) && !this.everSynced;
