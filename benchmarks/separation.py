@@ -55,7 +55,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,6 +71,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import ROOT, code_state, machine_info
+from benchmarks._jam_server import free_port
+from benchmarks._jam_server import http_json as http
 
 RATE = 48000
 MODEL_RATE = 44100
@@ -290,26 +291,6 @@ def run_demucs(models_dir: Path, name: str, inputs: list[Path]) -> dict[str, Any
 
 
 # -- the live server and its realtime load -------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http(method: str, url: str, body: Any = None, token: str | None = None) -> Any:
-    import urllib.request
-
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
 
 
 class LiveServer:
