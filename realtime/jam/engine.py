@@ -453,6 +453,7 @@ class JamEngine:
             LimiterBank(1, 2, SAMPLE_RATE, lookahead_ms=cfg.limiter_lookahead_ms).latency / SAMPLE_RATE
         )
         self.stats.limiter_ms = self._limiter_s * 1000
+        self._period_s = b / SAMPLE_RATE
         # receive()'s quick check of the common frame (see there)
         self._toc_ok = packet_samples_table(b)
         self._frames_hi, self._frames_lo = b >> 8, b & 0xFF
@@ -482,6 +483,10 @@ class JamEngine:
         # played); the loop adds when the mix left, and records them in batches.
         self._ring_arrival = np.full((_RING, cap), _NAN)
         self._arrival_now = self._ring_arrival[0]
+        # … and the jitter-buffer depth each played packet was held for (blocks), so the latency
+        # the server added beyond its buffers' targets can be told apart from the targets.
+        self._ring_depth = np.zeros((_RING, cap))
+        self._depth_now = self._ring_depth[0]
         self._ring_slots: list[NDArray[np.intp]] = [self._input_slots] * _RING
         self._ring_left = [0.0] * _RING
         self._latency_due: list[int] = []  # delivered ticks whose latency is not recorded yet
@@ -905,6 +910,8 @@ class JamEngine:
                 left = np.array([self._ring_left[r] + limiter for r in rows])
                 lat = left[:, None] - self._ring_arrival[rows, :n]
                 self._latency.record(np.tile(slots[:n], len(rows)), lat.ravel())
+                lat -= self._ring_depth[rows, :n] * self._period_s
+                self.stats.beyond.record_many(lat.ravel())
 
     # ------------------------------------------------------------------ the tick
     def tick_once(self) -> None:
@@ -932,6 +939,7 @@ class JamEngine:
                 self._shape = shape
         n = len(plan.inputs)
         arrivals = self._arrival_now = self._ring_arrival[k % _RING]
+        depths = self._depth_now = self._ring_depth[k % _RING]
         inputs = self._inputs
         x_rows = self._x_rows
         x_addr = self._x_addr
@@ -955,6 +963,7 @@ class JamEngine:
             jb = p._jitter
             payload = jb.get()
             arrivals[i] = jb.played_arrival
+            depths[i] = jb.played_depth
             decoder = p._decoder
             try:
                 if decoder is None:

@@ -162,6 +162,12 @@ class _Lane:
             if self.count >= self.depth:
                 self.playing = self.started = True
                 self.over = 0
+                if high - self.next + 1 > self.depth:
+                    # A stall ended with a flood (or a client sent ahead before the first
+                    # tick): the blocks of the stall were already concealed, so playing them
+                    # now would only hold that much extra latency until the trim's hold ran
+                    # out. Resume at the target instead.
+                    self.advance_to(high - self.depth + 1, ring, cap, high)
             elif self.started:
                 self.concealed += 1
                 return _CONCEAL
@@ -220,6 +226,9 @@ class JitterBuffer:
 
     played_arrival: float
     """The ``arrival_s`` of the packet the last :meth:`get` returned (NaN when it returned None)."""
+    played_depth: int
+    """The target depth (blocks) in force when the last :meth:`get` ran: the latency the buffer
+    meant to hold for that block, which the engine subtracts to see what else the server added."""
     played_seq: int
     """The extended sequence number whose place the last :meth:`get`'s block took in the sender's
     stream (also for a packet lost at its turn and concealed); -1 for a block the buffer inserted
@@ -348,6 +357,7 @@ class JitterBuffer:
         self._real = _Lane(self._target(), self._hold)
         self.played_arrival = _NAN
         self.played_seq = -1
+        self.played_depth = self._real.depth
         for row in self._hist:
             row[:] = [0] * len(row)
         self._win[:] = [0] * len(self._win)
@@ -598,6 +608,7 @@ class JitterBuffer:
         if target != real.depth:
             self._retarget(target)
         played = real.tick(self._ring_seq, self._cap, self._high)
+        self.played_depth = real.depth
         turn = real.turn
         self.played_seq = turn - _BASE if turn >= 0 else -1
         if played < 0:

@@ -286,6 +286,10 @@ class EngineStats:
     tick: LogHistogram = field(default_factory=LogHistogram)  # compute time of one tick
     lateness: LogHistogram = field(default_factory=LogHistogram)  # tick start after its deadline
     delivery: LogHistogram = field(default_factory=LogHistogram)  # tick end to the loop's hand-over
+    # Server-added latency minus the jitter-buffer depth the frame was held for: what the server
+    # adds beyond its buffers' targets (the issue's bound is one block). Negative values (a frame
+    # that arrived just before its tick) fall into the lowest bin.
+    beyond: LogHistogram = field(default_factory=LogHistogram)
 
     @property
     def period_s(self) -> float:
@@ -304,6 +308,7 @@ class EngineStats:
             "tickLoadP99": round(float(tick["p99"]) / period_ms, 4) if period_ms else 0.0,
             "latenessMs": self.lateness.snapshot(),
             "deliveryMs": self.delivery.snapshot(),
+            "beyondDepthMs": self.beyond.snapshot(),
             "limiterMs": round(self.limiter_ms, 4),
             "threadId": self.thread_id,
             "scheduling": self.scheduling,
@@ -312,5 +317,6 @@ class EngineStats:
                 "tick": self.tick.bins_json(),
                 "lateness": self.lateness.bins_json(),
                 "delivery": self.delivery.bins_json(),
+                "beyond": self.beyond.bins_json(),
             },
         }

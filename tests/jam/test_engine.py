@@ -454,6 +454,12 @@ def test_server_added_latency_is_the_jitter_depth(clock: Clock) -> None:
     assert lat["max"] < 12.0
     total = engine.stats_json()["latencyMs"]
     assert total["count"] == lat["count"]
+    # What the server added beyond the 3 blocks the buffer was told to hold: the wait for the
+    # tick, the tick itself and the limiter, under a block (the bound).
+    beyond = engine.stats_json()["engine"]["beyondDepthMs"]
+    assert beyond["count"] == lat["count"]
+    assert beyond["p50"] == pytest.approx(lat["p50"] - 3 * PERIOD * 1000, abs=0.6)
+    assert beyond["max"] < PERIOD * 1000
 
 
 def test_leave_and_on_empty_and_capacity(clock: Clock) -> None:
