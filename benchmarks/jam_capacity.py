@@ -142,17 +142,31 @@ def run_ours(n: int, duration: float, warmup: float, realtime: bool = False) -> 
             print(f"  real-time threads: {_realtime(server.proc.pid)}", file=sys.stderr, flush=True)
         time.sleep(warmup)
         before = _http("GET", stats_url, token=tokens[0])
+        steal0, t0 = _steal_s(), time.monotonic()
         time.sleep(max(1.0, duration - warmup - 1.5))
+        steal1, t1 = _steal_s(), time.monotonic()
         after = _http("GET", stats_url, token=tokens[0])
         out, err = gen.communicate(timeout=120)
         if gen.returncode != 0:
             raise RuntimeError(f"load generator exited {gen.returncode}: {err[-2000:]}")
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         result["engine"] = _engine_figures(before, after)
+        if steal0 is not None and steal1 is not None:
+            result["steal_pct"] = 100 * (steal1 - steal0) / ((t1 - t0) * (os.cpu_count() or 1))
         return result
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _steal_s() -> float | None:
+    """CPU seconds the hypervisor gave to other guests so far (all vCPUs): on a shared host the
+    misses a guest cannot prevent, reported beside them."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _window(before: dict[str, Any], after: dict[str, Any], whole: dict[str, Any]) -> dict[str, Any]:
@@ -297,7 +311,7 @@ def main() -> None:
         f"{'N':>4} {'cpu/s':>6} {'%/cli':>6} {'µs/pkt':>7} {'tick%':>6} {'loop%':>6} "
         f"{'tick p50':>8} {'p99':>6} {'max':>6} {'miss':>5} {'lat p50':>7} {'p99':>6} {'bound':>6} "
         f"{'beyond':>6} {'click':>6} {'depth':>5} {'rx/s':>6} {'worst':>5} {'gen':>5} {'RSS':>5} "
-        f"{'verdict':>14} | {'Jamulus %/cli':>13} {'ratio':>6}"
+        f"{'steal%':>6} {'verdict':>14} | {'Jamulus %/cli':>13} {'ratio':>6}"
     )
     print(head)
     rows = []
@@ -345,7 +359,8 @@ def main() -> None:
             f"{f(_frac(tick.get('max'), period_ms), '{:6.3f}')} {eng.get('deadline_misses', 'n/a')!s:>5} "
             f"{f(eng.get('latency_p50_ms'), '{:7.2f}')} {f(lat99)} {f(bound)} {f(beyond99)} {f(click_net)} "
             f"{f(depth, '{:5.1f}')} {r['rx_pps_mean']:6.1f} {r['worst_client_second']:>5} "
-            f"{r['gen_cpu_per_s']:5.2f} {r.get('server_rss_mib', float('nan')):5.0f} {verdict:>14} | "
+            f"{r['gen_cpu_per_s']:5.2f} {r.get('server_rss_mib', float('nan')):5.0f} "
+            f"{f(r.get('steal_pct'))} {verdict:>14} | "
             f"{f(ja_pct, '{:13.3f}')} {f(ratio)}"
         )
         rows.append(
@@ -366,7 +381,8 @@ def main() -> None:
         "look-ahead included); bound = (median jitter depth at the end + 1 block) in ms; beyond = p99 of\n"
         "each frame's latency minus the jitter depth it was held for, the target (≤ 1 block = 2.5 ms);\n"
         "click = client-measured p50 minus the two Opus codec delays (ms); verdict: ok, or misses/starved\n"
-        "with whose CPU ran out (gen = load generator), +lat when beyond > 1 block"
+        "with whose CPU ran out (gen = load generator), +lat when beyond > 1 block; steal% = the\n"
+        "hypervisor's steal time over the window (% of all vCPUs): misses it causes no guest prevents"
     )
     result = {
         "benchmark": "jam_capacity",

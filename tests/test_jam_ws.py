@@ -435,6 +435,11 @@ def test_metrics_and_stats_endpoints(jam_server: ServerProcess) -> None:
         assert "escenario_jam_server_latency_seconds_count" in text
         stats = jam_stats(jam_server, sid, tokens[1])
         assert {p["id"] for p in stats["participants"]} == {a.pid, _b.pid}
+        # Both senders' sockets are read on the tick thread (decision 0019), and the audio went
+        # that way, not through the loop.
+        reads = stats["tickReads"]
+        assert reads["sockets"] == 2
+        assert reads["frames"] >= 0.8 * 0.5 * 400
 
 
 def test_auth_and_close_codes(jam_server: ServerProcess) -> None:
@@ -574,9 +579,14 @@ def test_frames_however_the_stream_is_cut_all_reach_the_engine(jam_server: Serve
             received += sock.recv(65536)
         assert b'"t":1.5' in received
         time.sleep(1.2)  # the tick snapshots each participant's counters once a second
-        [me] = jam_stats(jam_server, sid, tokens[0])["participants"]
+        stats = jam_stats(jam_server, sid, tokens[0])
+        [me] = stats["participants"]
         assert me["in"]["bytes"] == sum(len(f) for f in frames)
         assert me["in"]["packets"] == len(frames)
         assert me["in"]["corrupt"] == 0
+        # The tick read most of them; the ping and the fragments went back to the loop's parser.
+        reads = stats["tickReads"]
+        assert reads["frames"] >= 20
+        assert reads["givenBack"] >= 2
     finally:
         sock.close()

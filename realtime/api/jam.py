@@ -27,6 +27,7 @@ from ..accounts import session_access
 from ..jam.sessions import JamSessions
 from ..jam.stats import LogHistogram
 from ..services import Services
+from ..transport.tick_reads import reads_stats
 from .common import authenticate, bearer_token, services
 
 # Bucket bounds on the histograms' own bin edges (10 µs · 10^(i/20)), so counts are exact:
@@ -148,7 +149,9 @@ async def jam_stats(request: Request) -> Response:
     engine = svc.jam.get(access.session.id)
     if engine is None:
         return JSONResponse({"session": access.session.id, "running": False, "participants": []})
-    return JSONResponse(engine.stats_json())
+    body = engine.stats_json()
+    body["tickReads"] = reads_stats(engine)
+    return JSONResponse(body)
 
 
 async def metrics(request: Request) -> Response:

@@ -507,6 +507,14 @@ class JamEngine:
         self._tap: JamTap | None = None
         self.on_roster: Callable[[], None] | None = None
         self.defaults_for: Callable[[str, str | None], InputDefaults | None] | None = None
+        # A transport that reads its sockets on the tick thread (realtime.transport.tick_reads)
+        # installs its poll here: called at the start of every tick, before the inputs drain.
+        self.poll: Callable[[], None] | None = None
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The engine's clock (``time.monotonic`` unless a test drives it by hand)."""
+        return self._clock
 
     # ------------------------------------------------------------------ loop side: roster
     @property
@@ -636,8 +644,12 @@ class JamEngine:
             self._tap = None
 
     # ------------------------------------------------------------------ loop side: input
-    def receive(self, pid: str, data: bytes) -> None:
+    def receive(self, pid: str, data: bytes, arrival: float | None = None) -> None:
         """One binary audio frame from ``pid``; parsed here, played by the tick.
+
+        Called on the loop, or on the tick thread by a transport that reads there (its poll).
+        ``arrival``: when the frame reached this machine on the engine's clock (a kernel
+        receive timestamp), when the caller knows better than "now".
 
         Raises :class:`InputRejected`: 1008 for a participant that may not send (viewer),
         1003 for an unknown codec, 1007 for any other malformed frame (including an Opus packet
@@ -665,7 +677,8 @@ class JamEngine:
             and 1 <= data[2] <= 2
             and p.can_send
         ):
-            arrival = self._clock()
+            if arrival is None:
+                arrival = self._clock()
             p.last_arrival = arrival
             p.bytes_in += n
             inbox = p._inbox
@@ -674,9 +687,9 @@ class JamEngine:
                 p.dropped_in += 1
             inbox.append((data, arrival))
             return
-        self._receive_checked(p, data)
+        self._receive_checked(p, data, arrival)
 
-    def _receive_checked(self, p: Participant, data: bytes) -> None:
+    def _receive_checked(self, p: Participant, data: bytes, arrival: float | None) -> None:
         """receive() for any frame the quick check did not clear: parse and check it all."""
         if not p.can_send:
             raise InputRejected(CLOSE_POLICY, "viewers cannot send audio", "not_sender")
@@ -701,7 +714,8 @@ class JamEngine:
                     )
             except OpusError as exc:
                 raise InputRejected(CLOSE_INVALID, f"invalid Opus packet: {exc}", "bad_opus") from exc
-        arrival = self._clock()
+        if arrival is None:
+            arrival = self._clock()
         p.last_arrival = arrival
         p.bytes_in += len(data)
         inbox = p._inbox
@@ -918,6 +932,13 @@ class JamEngine:
         """One block: drain inputs, mix, encode once per distinct mix, queue for listeners."""
         k = self._tick
         self._tick = k + 1
+        poll = self.poll
+        if poll is not None:
+            try:
+                poll()
+            except Exception:  # a transport's bug must not stop the jam
+                log.exception("jam poll failed; removed", extra={"room": self.session_id})
+                self.poll = None
         now = self._clock()
         commands = self._commands
         while commands:

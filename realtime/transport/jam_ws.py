@@ -39,6 +39,7 @@ from ..session.room import CloseCode
 from .limits import TokenBucket
 from .queued import QueuedWriter
 from .sync_ws import _token_from
+from .tick_reads import reads_for
 from .uvicorn_ws import DIRECT_EXTENSION, DirectChannel
 from .wsframe import binary_frame
 
@@ -236,16 +237,21 @@ async def jam_endpoint(ws: WebSocket) -> None:
         await sink.finish()
         return
     pid = participant.pid
-    on_binary = _frame_handler(
-        engine, pid, sink, TokenBucket(settings.jam_frames_per_second, settings.jam_frames_per_second)
-    )
+    bucket = TokenBucket(settings.jam_frames_per_second, settings.jam_frames_per_second)
+    on_binary = _frame_handler(engine, pid, sink, bucket)
     if not access.role.can_edit and svc.audit is not None:
         # A viewer's audio frame closes it (1008); only viewers' handlers are wrapped, to audit that once.
         on_binary = svc.audit.refuse_once(
             on_binary, ws, channel="jam", reason="not_sender", user_id=user.id, session_id=session_id
         )
+    reads = None
     if direct is not None:
         direct.on_binary = on_binary
+        if settings.jam_tick_reads and access.role.can_edit:
+            # Senders' sockets are read on the tick thread (decision 0019); a viewer's only
+            # ever carry control messages, which the loop reads.
+            reads = reads_for(engine, max_message=direct.proto.conn.max_message_size)
+            reads.register(direct, pid, bucket.take, sink)
     log.info(
         "jam connect",
         extra={"room": session_id, "participant": pid, "user": user.id, "role": access.role.value},
@@ -253,6 +259,8 @@ async def jam_endpoint(ws: WebSocket) -> None:
     try:
         await _read_loop(ws, engine, pid, sink, on_binary, settings.max_message_bytes)
     finally:
+        if reads is not None and direct is not None:
+            reads.unregister(direct)
         if direct is not None:
             direct.on_binary = None
         engine.leave(pid)

@@ -37,15 +37,48 @@ except ImportError:  # pragma: no cover
 
 DIRECT_EXTENSION = "escenario.direct"
 
+NOT_FAST = (0, 0)
+INCOMPLETE = (-1, 0)
+
+
+def masked_binary_at(data: bytes, pos: int, limit: int | None) -> tuple[int, int]:
+    """The whole, unfragmented, masked binary frame (with a 7- or 16-bit length) at ``pos``:
+    ``(head, end)``, its payload being ``data[head:end]`` and its mask ``data[head - 4:head]``.
+    :data:`NOT_FAST` for anything else (another opcode, fragment, 64-bit length, over
+    ``limit``), :data:`INCOMPLETE` when such a frame starts there but has not all arrived."""
+    end = len(data)
+    if end - pos < 2:  # the caller has at least one byte there
+        return INCOMPLETE if data[pos] == 0x82 else NOT_FAST
+    if data[pos] != 0x82 or not data[pos + 1] & 0x80:
+        return NOT_FAST  # not FIN + binary with no RSV bits, or unmasked (a client must mask)
+    size = data[pos + 1] & 0x7F
+    head = pos + 6
+    if size == 126:
+        head += 2
+        if end < head:
+            return INCOMPLETE
+        size = data[pos + 2] << 8 | data[pos + 3]
+    elif size == 127:
+        return NOT_FAST
+    if limit is not None and size > limit:
+        return NOT_FAST
+    if end - head < size:
+        return INCOMPLETE
+    return head, head + size
+
 
 class DirectChannel:
     """What the sync endpoint may do with the raw connection."""
 
-    __slots__ = ("_proto", "on_binary")
+    __slots__ = ("_proto", "lender", "lent", "on_binary")
 
     def __init__(self, proto: WebSocketsSansIOProtocol) -> None:
         self._proto = proto
         self.on_binary: Callable[[bytes], None] | None = None
+        # Reads lent to another thread (realtime.transport.tick_reads): `lender` is asked to
+        # take the socket again whenever the parser is back at a frame boundary.
+        self.lender: Callable[[DirectChannel], None] | None = None
+        self.lent = False
 
     @property
     def proto(self) -> WebSocketsSansIOProtocol:
@@ -68,6 +101,43 @@ class DirectChannel:
         """Drop the connection now, without a closing handshake (a laggard cannot take one)."""
         self._proto.transport.abort()
 
+    def lend_reads(self) -> int | None:
+        """Stop the loop reading this socket, so that another thread may: the socket's file
+        descriptor, or None where that is not safe now (the parser is inside a message,
+        uvicorn has paused reading for its own queue, the connection is not open)."""
+        proto = self._proto
+        conn = proto.conn
+        transport = proto.transport
+        if (
+            self.lent
+            or conn.reader.buffer
+            or conn.current_size is not None
+            or conn.state is not State.OPEN
+            or proto.close_sent
+            or getattr(proto, "read_paused", False)
+            or transport.is_closing()
+        ):
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        transport.pause_reading()
+        self.lent = True
+        return int(sock.fileno())
+
+    def take_back(self, rest: bytes) -> None:
+        """The borrower gave the socket back (on the loop): the bytes it read and did not handle
+        go through the parser first, then the loop reads again, unless uvicorn paused reading
+        for its queue (it resumes itself) or the parser lent the socket out again."""
+        self.lent = False
+        proto = self._proto
+        if proto.transport.is_closing():
+            return
+        if rest:
+            proto.data_received(rest)
+        if not self.lent and not getattr(proto, "read_paused", False):
+            proto.transport.resume_reading()
+
 
 class EscenarioWebSocketProtocol(WebSocketsSansIOProtocol):
     _direct: DirectChannel | None = None
@@ -81,6 +151,12 @@ class EscenarioWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][DIRECT_EXTENSION] = self._direct
 
     def data_received(self, data: bytes) -> None:
+        self._data_received(data)
+        direct = self._direct
+        if direct is not None and direct.lender is not None and not direct.lent:
+            direct.lender(direct)
+
+    def _data_received(self, data: bytes) -> None:
         direct = self._direct
         if direct is None or direct.on_binary is None:
             super().data_received(data)
@@ -96,21 +172,11 @@ class EscenarioWebSocketProtocol(WebSocketsSansIOProtocol):
         pos = 0
         handler: Callable[[bytes], None] | None = direct.on_binary
         while handler is not None and end - pos >= 6 and not self.close_sent:
-            if data[pos] != 0x82 or not data[pos + 1] & 0x80:
-                break  # not FIN + binary with no RSV bits, or unmasked (a client must mask)
-            size = data[pos + 1] & 0x7F
-            head = pos + 6
-            if size == 126:
-                head += 2
-                if end < head:
-                    break
-                size = data[pos + 2] << 8 | data[pos + 3]
-            elif size == 127:
+            head, stop = masked_binary_at(data, pos, limit)
+            if head <= 0:
                 break
-            if end - head < size or (limit is not None and size > limit):
-                break
-            payload = apply_mask(data[head : head + size], data[head - 4 : head])
-            pos = head + size
+            payload = apply_mask(data[head:stop], data[head - 4 : head])
+            pos = stop
             try:
                 handler(payload)
             except Exception:
