@@ -228,8 +228,17 @@ class TickReads:
         limit = self._limit
         pos = 0
         end = len(data)
+        short_ok = limit is None or limit >= 125
         while pos < end:
-            head, stop = masked_binary_at(data, pos, limit)
+            # The frame nearly every read holds: masked binary with a 7-bit length (under 126
+            # bytes), whole; masked_binary_at() decides everything else.
+            if short_ok and end - pos >= 6 and data[pos] == 0x82 and 0x80 <= data[pos + 1] < 0xFE:
+                head = pos + 6
+                stop = head + data[pos + 1] - 0x80
+                if stop > end:
+                    head = -1
+            else:
+                head, stop = masked_binary_at(data, pos, limit)
             if head < 0:
                 lent.carry = data[pos:]  # the rest of this frame comes with a later read
                 return None
