@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from .appclient import auth, signup
+from .appclient import MakeClient, auth, signup
+from .test_retention import backend_client, user_id
+
+__all__ = ["backend_client"]  # the fixture, imported to run the members tests on both backends
 
 
 def test_healthz(client: TestClient) -> None:
@@ -200,6 +203,95 @@ def test_member_management_rules(client: TestClient) -> None:
     assert client.delete(f"/api/sessions/{sid}/members/{me_id}", headers=auth(member)).status_code == 204
     assert client.delete(f"/api/sessions/{sid}/members/{me_id}", headers=auth(owner)).status_code == 404
     assert client.get(f"/api/sessions/{sid}", headers=auth(member)).status_code == 404
+
+
+def test_members_list_role_change_and_removal(backend_client: MakeClient) -> None:
+    client = backend_client()
+    owner = signup(client, "owner@example.com", "Olga")
+    editor = signup(client, "editor@example.com", "Eddie")  # sorts before the owner by name
+    viewer = signup(client, "viewer@example.com", "Vera")
+    stranger = signup(client, "stranger@example.com", "Sam")
+    ids = {t: user_id(client, t) for t in (owner, editor, viewer, stranger)}
+    sid = client.post("/api/sessions", json={"title": "S"}, headers=auth(owner)).json()["id"]
+    for email, role in (("viewer@example.com", "viewer"), ("editor@example.com", "editor")):
+        r = client.post(
+            f"/api/sessions/{sid}/members", json={"email": email, "role": role}, headers=auth(owner)
+        )
+        assert r.status_code == 201, r.text
+    members = f"/api/sessions/{sid}/members"
+
+    def listed(token: str) -> list[tuple[str, str, str, str]]:
+        r = client.get(members, headers=auth(token))
+        assert r.status_code == 200, r.text
+        return [(m["user_id"], m["email"], m["name"], m["role"]) for m in r.json()["members"]]
+
+    # Owner first, then by name; every member may read it, a stranger learns nothing.
+    everyone = [
+        (ids[owner], "owner@example.com", "Olga", "owner"),
+        (ids[editor], "editor@example.com", "Eddie", "editor"),
+        (ids[viewer], "viewer@example.com", "Vera", "viewer"),
+    ]
+    assert listed(owner) == listed(editor) == listed(viewer) == everyone
+    r = client.get(members, headers=auth(stranger))
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "session_not_found")
+    assert ids[owner] not in r.text
+
+    # The editor can rename until the owner makes them a viewer; then they cannot.
+    assert client.patch(f"/api/sessions/{sid}", json={"title": "T"}, headers=auth(editor)).status_code == 200
+    r = client.patch(f"{members}/{ids[editor]}", json={"role": "viewer"}, headers=auth(owner))
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "user_id": ids[editor],
+        "email": "editor@example.com",
+        "name": "Eddie",
+        "role": "viewer",
+    }
+    r = client.patch(f"/api/sessions/{sid}", json={"title": "U"}, headers=auth(editor))
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "role_forbidden")
+    assert [m[3] for m in listed(owner)] == ["owner", "viewer", "viewer"]
+    assert client.get("/api/sessions", headers=auth(editor)).json()["sessions"][0]["role"] == "viewer"
+    # Recorded like a change through POST; the same role again changes and records nothing.
+    # (newest first: the demoted editor's refused rename, then the change itself)
+    log = client.get(f"/api/sessions/{sid}/audit", headers=auth(owner)).json()["entries"]
+    assert [e["action"] for e in log[:2]] == ["access.role_denied", "member.role_change"]
+    change = log[1]
+    assert (change["actor_id"], change["target_id"]) == (ids[owner], ids[editor])
+    assert change["detail"] == {"role": "viewer", "previous": "editor"}
+    assert (
+        client.patch(f"{members}/{ids[editor]}", json={"role": "viewer"}, headers=auth(owner)).status_code
+        == 200
+    )
+    assert client.get(f"/api/sessions/{sid}/audit", headers=auth(owner)).json()["entries"] == log
+
+    # Errors, in the neighbouring routes' terms.
+    def patch(token: str, uid: str, body: object) -> tuple[int, str]:
+        r = client.patch(f"{members}/{uid}", json=body, headers=auth(token))
+        return r.status_code, r.json()["error"]["code"]
+
+    assert patch(viewer, ids[editor], {"role": "editor"}) == (403, "role_forbidden")
+    assert patch(stranger, ids[editor], {"role": "editor"}) == (404, "session_not_found")
+    assert patch(owner, ids[owner], {"role": "viewer"}) == (409, "is_owner")
+    assert patch(owner, "no-such-user", {"role": "editor"}) == (404, "member_not_found")
+    assert patch(owner, ids[stranger], {"role": "editor"}) == (404, "member_not_found")
+    for bad in (
+        {"role": "owner"},
+        {"role": "admin"},
+        {"role": ["editor"]},
+        {},
+        {"role": "editor", "email": "x"},
+    ):
+        assert patch(owner, ids[editor], bad) == (422, "validation_error"), bad
+    r = client.patch(f"{members}/{ids[editor]}", content=b"role=editor", headers=auth(owner))
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_json")
+    assert [m[3] for m in listed(owner)] == ["owner", "viewer", "viewer"]  # none of those changed it
+
+    # Removal: gone from the list, and the removed member can no longer read it.
+    assert client.delete(f"{members}/{ids[viewer]}", headers=auth(owner)).status_code == 204
+    assert [m[0] for m in listed(owner)] == [ids[owner], ids[editor]]
+    assert client.get(members, headers=auth(viewer)).status_code == 404
+    assert patch(owner, ids[viewer], {"role": "editor"}) == (404, "member_not_found")
+    r = client.delete(f"{members}/{ids[viewer]}", headers=auth(owner))
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "member_not_found")
 
 
 def test_cookie_auth_requires_csrf_for_writes(client: TestClient) -> None:

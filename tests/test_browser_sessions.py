@@ -8,9 +8,12 @@
 - The owner deletes a session (a confirm step, then "Deleted — Undo"), it is gone from the
   server's list, and Undo restores it.
 - Opening the link as someone already in the session says so in words.
+- Members… lists everyone: read-only for a viewer; the owner changes Nina to viewer (the server
+  and her reloaded page agree) and removes her after a confirm step (gone from the server's
+  list and the dialog's; her open page loses access).
 - No console errors beyond the 404 and 409 those cases provoke.
 
-Screenshot: tests/artifacts/sessions-invite.png.
+Screenshots: tests/artifacts/sessions-invite.png, tests/artifacts/sessions-members.png.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def test_rename_invite_link_and_delete_from_the_page(
     alice.tid("invite-submit").click()
     expect(alice.tid("invite-status")).to_contain_text("Vera can now open this session as viewer")
     assert titles(server, vera_token)[sid] == ("Final take", "viewer")
+    expect(alice.tid("member-name")).to_have_text(["Alice", "Vera"])  # the list refreshed
 
     vera = Person(browser, "vera", token=vera_token)
     cast.append(vera)
@@ -104,7 +108,15 @@ def test_rename_invite_link_and_delete_from_the_page(
     expect(vera.tid("role")).to_have_text("viewer")
     expect(vera.tid("session")).to_have_class(re.compile(r"\bread-only\b"))
     expect(vera.tid("add-track")).to_be_disabled()
-    expect(vera.tid("members-open")).to_be_hidden()
+    # Everyone sees who is in the session; only the owner changes it.
+    vera.tid("members-open").click()
+    expect(vera.tid("member-name")).to_have_text(["Alice", "Vera"])
+    expect(vera.tid("member-role-badge")).to_have_text(["owner", "viewer"])
+    expect(vera.tid("member-role")).to_have_count(0)
+    expect(vera.tid("member-remove")).to_have_count(0)
+    expect(vera.tid("invite-email")).to_be_hidden()
+    vera.tid("members-close").click()
+    expect(vera.tid("members-dialog")).to_be_hidden()
 
     # -- an unknown e-mail: make an invite link; a new person signs up through it -----------------
     alice.tid("invite-email").fill("newbie@example.com")
@@ -140,6 +152,42 @@ def test_rename_invite_link_and_delete_from_the_page(
     second.provoked.append(409)  # Vera is already a member: the accept call answers 409
     second.page.goto(link)
     expect(second.tid("invite-failed")).to_contain_text("already a member")
+
+    # -- the owner manages members: the list, a role change, a removal -----------------------------
+    nina_id = server.api("GET", "/api/me", token=nina_token).json()["user"]["id"]
+    alice.tid("members-close").click()
+    alice.tid("members-open").click()  # reopening loads the list again: Nina joined by the link
+    expect(alice.tid("member-name")).to_have_text(["Alice", "Nina", "Vera"])
+    expect(alice.tid("member-role-badge")).to_have_text(["owner"])  # the owner's row has no controls
+    nina_row = alice.page.locator(f'[data-testid="member-row"][data-user-id="{nina_id}"]')
+    expect(nina_row.get_by_test_id("member-email")).to_have_text("newbie@example.com")
+    expect(nina_row.get_by_test_id("member-role")).to_have_value("editor")
+    nina_row.get_by_test_id("member-role").select_option("viewer")
+    expect(alice.tid("member-status")).to_have_text("Nina is now a viewer.")
+    expect(nina_row).to_have_attribute("data-role", "viewer")  # redrawn from the server's list
+    assert titles(server, nina_token)[sid] == ("Final take", "viewer")
+    newbie.page.reload()  # her page, opened again, is a viewer's
+    expect(newbie.tid("status")).to_have_attribute("data-state", "synced")
+    expect(newbie.tid("role")).to_have_text("viewer")
+    expect(newbie.tid("add-track")).to_be_disabled()
+
+    nina_row.get_by_test_id("member-remove").click()
+    expect(nina_row.get_by_test_id("member-remove-question")).to_contain_text(
+        "Remove Nina from this session?"
+    )
+    nina_row.get_by_test_id("member-remove-cancel").click()
+    expect(nina_row.get_by_test_id("member-remove")).to_be_visible()
+    assert sid in titles(server, nina_token)
+    nina_row.get_by_test_id("member-remove").click()
+    nina_row.get_by_test_id("member-remove-confirm").click()
+    expect(alice.tid("member-status")).to_have_text("Nina was removed from this session.")
+    expect(nina_row).to_have_count(0)
+    expect(alice.tid("member-name")).to_have_text(["Alice", "Vera"])
+    assert sid not in titles(server, nina_token)
+    res = server.api("GET", f"/api/sessions/{sid}/members", token=alice_token)
+    assert [m["name"] for m in res.json()["members"]] == ["Alice", "Vera"], res.text
+    expect(newbie.tid("status")).to_have_attribute("data-state", "forbidden")  # her socket was closed
+    shot(alice, "sessions-members")
 
     for person in cast:
         assert person.unexpected_errors() == [], (person.name, person.errors)

@@ -86,6 +86,9 @@ ROLE_TABLE = rows(
     Row(
         "POST", "/api/sessions/{session_id}/members", OWNER, json={"email": "x@example.com", "role": "editor"}
     ),
+    # Every member sees who else is in the session (as GET /api/sessions/{id} already shows).
+    Row("GET", "/api/sessions/{session_id}/members", EVERYONE),
+    Row("PATCH", "/api/sessions/{session_id}/members/{user_id}", OWNER, json={"role": "editor"}),
     Row("DELETE", "/api/sessions/{session_id}/members/{user_id}", OWNER),
     Row("POST", "/api/sessions/{session_id}/invites", OWNER, json={"role": "viewer", "expires_in_s": 3600}),
     Row("GET", "/api/sessions/{session_id}/audit", OWNER),

@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from persistence.ports import Role
+from persistence.ports import Member, Role
 
 from .. import errors
-from ..accounts import require, session_access
+from ..accounts import Access, require, session_access
 from ..audit import Action, audit
 from ..retention import hard_delete_session
 from ..session.room import CloseCode
@@ -18,6 +18,40 @@ from .common import authenticate, field_str, read_json, services, session_json
 
 MAX_TITLE = 200
 _ASSIGNABLE = {"editor": Role.EDITOR, "viewer": Role.VIEWER}
+
+
+def _member_json(m: Member) -> dict[str, str]:
+    return {"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role.value}
+
+
+def _assignable_role(data: dict[str, object]) -> Role:
+    role_name = data.get("role")
+    if not isinstance(role_name, str) or role_name not in _ASSIGNABLE:
+        raise errors.ValidationFailed("role: must be 'editor' or 'viewer'")
+    return _ASSIGNABLE[role_name]
+
+
+async def _set_role(
+    request: Request, access: Access, user_id: str, role: Role, previous: Role | None
+) -> None:
+    """Store a membership, end sockets authorised under the old role, and record the change."""
+    svc = services(request)
+    sid = access.session.id
+    await svc.store.set_member(sid, user_id, role)
+    if previous is not None and previous != role:
+        # Open sockets were authorised with the old role: make them reconnect with the new one.
+        svc.rooms.kick_user(sid, user_id, CloseCode.ROLE_CHANGED, "your role changed")
+        svc.jam.kick_user(sid, user_id, CloseCode.ROLE_CHANGED, "your role changed")
+    if previous != role:  # setting the same role again changes nothing worth recording
+        await audit(
+            request,
+            Action.MEMBER_ADDED if previous is None else Action.MEMBER_ROLE_CHANGED,
+            actor_id=access.user_id,
+            target_type="user",
+            target_id=user_id,
+            session_id=sid,
+            detail={"role": role.value, "previous": None if previous is None else previous.value},
+        )
 
 
 async def _write_title(request: Request, session_id: str, title: str, *, new: bool) -> None:
@@ -54,9 +88,7 @@ async def get_session(request: Request) -> Response:
     access = await session_access(svc.store, request.path_params["session_id"], caller.user)
     members = await svc.store.list_members(access.session.id)
     body = session_json(access.session, access.role.value)
-    body["members"] = [
-        {"user_id": m.user_id, "email": m.email, "name": m.name, "role": m.role.value} for m in members
-    ]
+    body["members"] = [_member_json(m) for m in members]
     runner = svc.rooms.get_loaded(access.session.id)
     if runner is None:
         runner = await svc.rooms.acquire(access.session.id)  # the caller is about to open it anyway
@@ -121,10 +153,7 @@ async def add_member(request: Request) -> Response:
     require(access, Role.OWNER)
     data = await read_json(request)
     email = field_str(data, "email", max_len=320).strip()
-    role_name = data.get("role")
-    if role_name not in _ASSIGNABLE:
-        raise errors.ValidationFailed("role: must be 'editor' or 'viewer'")
-    role = _ASSIGNABLE[role_name]
+    role = _assignable_role(data)
     creds = await svc.store.get_credentials(email)
     if creds is None:
         raise errors.NotFound("no account uses this e-mail address", code="user_not_found")
@@ -132,25 +161,49 @@ async def add_member(request: Request) -> Response:
     if user.id == access.session.owner_id:
         raise errors.Conflict("the owner's role cannot be changed", code="is_owner")
     previous = await svc.store.get_role(access.session.id, user.id)
-    await svc.store.set_member(access.session.id, user.id, role)
-    if previous is not None and previous != role:
-        # Open sockets were authorised with the old role: make them reconnect with the new one.
-        svc.rooms.kick_user(access.session.id, user.id, CloseCode.ROLE_CHANGED, "your role changed")
-        svc.jam.kick_user(access.session.id, user.id, CloseCode.ROLE_CHANGED, "your role changed")
-    if previous != role:  # setting the same role again changes nothing worth recording
-        await audit(
-            request,
-            Action.MEMBER_ADDED if previous is None else Action.MEMBER_ROLE_CHANGED,
-            actor_id=caller.user.id,
-            target_type="user",
-            target_id=user.id,
-            session_id=access.session.id,
-            detail={"role": role.value, "previous": None if previous is None else previous.value},
-        )
+    await _set_role(request, access, user.id, role, previous)
     status = 200 if previous is not None else 201
     return JSONResponse(
         {"user_id": user.id, "email": user.email, "name": user.name, "role": role.value}, status_code=status
     )
+
+
+async def list_session_members(request: Request) -> Response:
+    # Every member may read the list: GET /api/sessions/{id} already shows them the same
+    # members, so hiding it here would protect nothing and only make the client ask twice.
+    caller = await authenticate(request)
+    svc = services(request)
+    access = await session_access(svc.store, request.path_params["session_id"], caller.user)
+    members = await svc.store.list_members(access.session.id)
+    return JSONResponse({"members": [_member_json(m) for m in members]})
+
+
+async def change_member_role(request: Request) -> Response:
+    """`PATCH .../members/{user_id}` `{role}`: what the members list edits, by id, not e-mail.
+
+    A session has exactly one owner (`sessions.owner_id`), never demoted: ownership is not
+    transferable, so the owner's row answers 409 `is_owner` here as it does on POST and DELETE.
+    """
+    caller = await authenticate(request)
+    svc = services(request)
+    access = await session_access(svc.store, request.path_params["session_id"], caller.user)
+    require(access, Role.OWNER)
+    data = await read_json(request)
+    unknown = set(data) - {"role"}
+    if unknown:
+        raise errors.ValidationFailed(f"cannot change: {', '.join(sorted(unknown))}")
+    role = _assignable_role(data)
+    user_id = request.path_params["user_id"]
+    if user_id == access.session.owner_id:
+        raise errors.Conflict("the owner's role cannot be changed", code="is_owner")
+    previous = await svc.store.get_role(access.session.id, user_id)
+    if previous is None:
+        raise errors.NotFound("not a member of this session", code="member_not_found")
+    await _set_role(request, access, user_id, role, previous)
+    user = await svc.store.get_user(user_id)
+    if user is None:  # erased meanwhile: memberships go with their account (ON DELETE CASCADE)
+        raise errors.NotFound("no such user", code="member_not_found")
+    return JSONResponse({"user_id": user.id, "email": user.email, "name": user.name, "role": role.value})
 
 
 async def remove_member(request: Request) -> Response:
@@ -184,5 +237,7 @@ routes = [
     Route("/api/sessions/{session_id}", patch_session, methods=["PATCH"]),
     Route("/api/sessions/{session_id}", delete_session, methods=["DELETE"]),
     Route("/api/sessions/{session_id}/members", add_member, methods=["POST"]),
+    Route("/api/sessions/{session_id}/members", list_session_members, methods=["GET"]),
+    Route("/api/sessions/{session_id}/members/{user_id}", change_member_role, methods=["PATCH"]),
     Route("/api/sessions/{session_id}/members/{user_id}", remove_member, methods=["DELETE"]),
 ]

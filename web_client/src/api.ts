@@ -244,6 +244,26 @@ export class ApiClient {
     return this.request<Member>('POST', `/sessions/${encodeURIComponent(sessionId)}/members`, { email, role });
   }
 
+  /** Everyone in the session, owner first, then by name (any member may ask). */
+  async listMembers(sessionId: string): Promise<Member[]> {
+    const res = await this.request<{ members?: Member[] }>('GET', `/sessions/${encodeURIComponent(sessionId)}/members`);
+    return Array.isArray(res?.members) ? res.members : [];
+  }
+
+  /** Owner only; the member's open sockets reconnect with the new role. */
+  async changeMemberRole(sessionId: string, userId: string, role: InviteRole): Promise<Member> {
+    return this.request<Member>(
+      'PATCH',
+      `/sessions/${encodeURIComponent(sessionId)}/members/${encodeURIComponent(userId)}`,
+      { role },
+    );
+  }
+
+  /** Owner only (or a member removing themself); their sockets close at once. */
+  async removeMember(sessionId: string, userId: string): Promise<void> {
+    await this.request<unknown>('DELETE', `/sessions/${encodeURIComponent(sessionId)}/members/${encodeURIComponent(userId)}`);
+  }
+
   /** A signed single-use invite link for someone without an account yet. */
   async createInvite(sessionId: string, role: InviteRole): Promise<Invite> {
     return this.request<Invite>('POST', `/sessions/${encodeURIComponent(sessionId)}/invites`, { role });

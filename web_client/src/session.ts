@@ -638,7 +638,7 @@ export class SessionView {
     this.roleEl.textContent = this.role ?? '…';
     this.roleEl.hidden = this.role === null;
     this.sharePanel.setOwner(this.role === 'owner');
-    this.membersDialog.setOwner(this.role === 'owner');
+    this.membersDialog.setRole(this.role);
 
     const editable = this.canEdit();
     this.bodyEl.hidden = isTerminal(this.state) && !this.everSynced;
