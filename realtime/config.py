@@ -102,6 +102,8 @@ class Settings:
     jam_switch_interval_s: float = 0.0005
     # Read senders' /jam sockets on the tick thread, not the event loop (decision 0019).
     jam_tick_reads: bool = True
+    # … and the tick sends the mixes to the sockets it reads itself (needs jam_tick_reads).
+    jam_tick_writes: bool = True
     # Inbound audio frames per second and connection (a 2.5 ms stream sends 400).
     jam_frames_per_second: float = 2000.0
     # Sessions that get their own labelled series on /metrics (the rest only count in the totals).

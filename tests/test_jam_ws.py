@@ -289,6 +289,58 @@ def test_a_peer_that_vanishes_is_removed_and_the_others_continue(jam_server: Ser
         a.wait_control(lambda m: m["type"] == "participants" and len(m["participants"]) == 2)
 
 
+def test_a_sender_that_stops_reading_is_closed_and_the_others_keep_their_audio(
+    jam_server: ServerProcess,
+) -> None:
+    """The tick writes the mixes to the sockets it reads (decision 0019): a client that keeps
+    sending but never reads fills its socket, its audio is refused, and after jam_laggard_s
+    it is dropped, while the tick never waits for it and the others hear no gap."""
+    sid, tokens, _ = band(jam_server, 2)
+    with socket.socket() as raw:
+        # A small receive window, so the server's socket buffer fills in well under a second.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", jam_server.port))
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        raw.sendall(
+            (
+                f"GET /jam/{sid}?token={tokens[1]} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b'"welcome"' not in head:
+            chunk = raw.recv(4096)
+            assert chunk
+            head += chunk
+        # PCM16 mixes: 200 kB/s towards a reader that reads nothing from here on.
+        raw.sendall(_client_frame(1, json.dumps({"type": "join", "codec": "pcm16", "channels": 2}).encode()))
+        with clients(jam_server, sid, tokens[:1]) as (a,):
+            lazy = Player(800)
+            pairs = [(a, Player(500))]
+            t0 = time.monotonic()
+            dropped = False
+            while time.monotonic() - t0 < 12 and not dropped:
+                stream(pairs, 0.25)
+                for _ in range(100):  # the lazy one keeps sending, so its socket stays with the tick
+                    try:
+                        raw.sendall(_client_frame(2, lazy.frame()))
+                    except OSError:
+                        dropped = True
+                        break
+                if not dropped:
+                    ids = [p["id"] for p in jam_stats(jam_server, sid, tokens[0])["participants"]]
+                    dropped = len(ids) == 1
+            assert dropped, "the client that stopped reading was never dropped"
+            mark = time.monotonic()
+            stream(pairs, 0.8)
+            audio = heard(a, mark)
+            assert len(audio) > 0.6 * RATE  # the mixes kept coming
+            stats = jam_stats(jam_server, sid, tokens[0])
+            assert stats["tickReads"]["sent"] > 0
+            assert stats["engine"]["deadlineMisses"] < 0.05 * stats["engine"]["ticks"]
+
+
 @pytest.mark.parametrize("loss", [0.05, 0.20])
 def test_random_loss_keeps_audio_flowing_with_concealment_counted(
     jam_server: ServerProcess, loss: float
@@ -440,6 +492,7 @@ def test_metrics_and_stats_endpoints(jam_server: ServerProcess) -> None:
         reads = stats["tickReads"]
         assert reads["sockets"] == 2
         assert reads["frames"] >= 0.8 * 0.5 * 400
+        assert reads["sent"] >= 0.8 * 0.5 * 400  # … and the mixes left from the tick
 
 
 def test_auth_and_close_codes(jam_server: ServerProcess) -> None:
@@ -552,6 +605,12 @@ def test_frames_however_the_stream_is_cut_all_reach_the_engine(jam_server: Serve
     sid, tokens, _ = band(jam_server, 1)
     sock, early = _raw_ws(jam_server, sid, tokens[0])
     try:
+        # The 101 comes before the server has checked the token and joined the jam: frames sent
+        # earlier wait in the loop's queue. Once the welcome is here, the tick reads the socket.
+        deadline = time.monotonic() + 10
+        while b'"welcome"' not in early and time.monotonic() < deadline:
+            early += sock.recv(65536)
+        assert b'"welcome"' in early
         small = Player(500, channels=2)
         wide = Player(500, channels=2)
         wide.encoder = OpusEncoder(2, BLOCK, bitrate=510_000)  # > 125-byte frames: 16-bit length
@@ -586,7 +645,7 @@ def test_frames_however_the_stream_is_cut_all_reach_the_engine(jam_server: Serve
         assert me["in"]["corrupt"] == 0
         # The tick read most of them; the ping and the fragments went back to the loop's parser.
         reads = stats["tickReads"]
-        assert reads["frames"] >= 20
-        assert reads["givenBack"] >= 2
+        assert reads["frames"] >= 20, reads
+        assert reads["givenBack"] >= 2, reads
     finally:
         sock.close()

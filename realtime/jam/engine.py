@@ -119,6 +119,7 @@ __all__ = [
     "JamTap",
     "Participant",
     "freeze_heap",
+    "tick_served",
     "warm_up",
 ]
 
@@ -136,6 +137,14 @@ _INBOX: Final = 256  # frames a sender may have in flight to the tick before the
 _NAN: Final = float("nan")
 _SEQ: Final = struct.Struct("!I")  # a frame's sequence number, at offset 4
 _FAST_MAX: Final = HEADER_SIZE + MAX_PACKET  # the longest single-payload Opus frame
+_WAKE_EVERY: Final = 8  # ticks between the loop's wake-ups when the tick sends every mix itself
+
+
+def tick_served(sink: object, seq: int) -> bool:
+    """Whether the tick already sent frame ``seq`` (a wrapping u32) to ``sink`` itself: its
+    ``tick_sent`` is that frame's or a later one's sequence number."""
+    sent: int = getattr(sink, "tick_sent", -1)
+    return sent >= 0 and (sent - seq) & 0xFFFFFFFF < 0x80000000
 
 
 class AudioSink(Protocol):
@@ -493,6 +502,7 @@ class JamEngine:
         self._ring_n = [0] * _RING
         self._ring_tick = [-1] * _RING
         self._ring_time = [0.0] * _RING
+        self._ring_sent = [0.0] * _RING  # when the tick itself sent the record's mixes (0: not)
         self._posted = -1
         self._delivered = -1
         self._wake_pending = False
@@ -510,6 +520,11 @@ class JamEngine:
         # A transport that reads its sockets on the tick thread (realtime.transport.tick_reads)
         # installs its poll here: called at the start of every tick, before the inputs drain.
         self.poll: Callable[[], None] | None = None
+        # … and may write the mixes itself, right after they are encoded: send_now(groups,
+        # frames) -> 0 (served no listener), 1 (some) or 2 (all). The loop's delivery of the
+        # same record then skips what it served (see the sinks' tick_sent).
+        self.send_now: Callable[[tuple[_Group, ...], list[bytes]], int] | None = None
+        self._served = 0
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -790,11 +805,14 @@ class JamEngine:
         self._account_latency(now)
         dropped = self._dropped
         while dropped:
-            # The loop fell send_queue_frames ticks behind: those frames never left.
+            # The loop fell send_queue_frames ticks behind: those frames never left (but for
+            # the listeners the tick served itself).
             groups, frames = dropped.popleft()
-            for group in groups:
+            for group, frame in zip(groups, frames, strict=False):
+                seq = _SEQ.unpack_from(frame, 4)[0]
                 for p in group.members:
-                    p.dropped_out += 1
+                    if not tick_served(p.sink, seq):
+                        p.dropped_out += 1
         outbox = self._outbox
         pending = len(outbox)
         if pending == 1:
@@ -888,9 +906,10 @@ class JamEngine:
             r = k % _RING
             if self._ring_tick[r] != k:
                 continue  # overwritten: the loop fell more than _RING ticks behind
-            self.stats.delivery.record(now - self._ring_time[r])
+            left = self._ring_sent[r] or now  # the tick's own send, else this hand-over
+            self.stats.delivery.record(left - self._ring_time[r])
             if self._ring_n[r]:
-                self._ring_left[r] = now
+                self._ring_left[r] = left
                 due.append(k)
         if len(due) >= _LATENCY_BATCH:
             self._record_latency()
@@ -1144,6 +1163,13 @@ class JamEngine:
                 HEADER.pack_into(self._pcm_frame, 0, VERSION, CODEC_PCM16, 2, flags, seq, ts, b, 0)
                 float_to_pcm16(mix.planar, self._pcm_view)
                 frames.append(bytes(self._pcm_frame))
+        send = self.send_now
+        if send is not None and frames:
+            try:
+                self._served = send(self._groups, frames)
+            except Exception:  # a transport's bug must not stop the jam: the loop delivers
+                log.exception("jam send_now failed; removed", extra={"room": self.session_id})
+                self.send_now = None
         outbox = self._outbox
         if len(outbox) >= self.config.send_queue_frames:
             self._dropped.append(outbox.popleft())  # the loop is that far behind: oldest out
@@ -1156,6 +1182,9 @@ class JamEngine:
         self._ring_n[r] = n
         self._ring_time[r] = now
         self._ring_tick[r] = k
+        served = self._served
+        self._served = 0
+        self._ring_sent[r] = self._clock() if served else 0.0
         self._posted = k
         # Stats: each participant's turn comes once a second, spread over the ticks by slot.
         tps = self._ticks_per_second
@@ -1168,7 +1197,13 @@ class JamEngine:
                 p._stats_due = True
                 self._notices.append(p)
         wake = self._wake
-        if wake is not None and not self._wake_pending:
+        # When the tick served every listener itself, the loop's part (counting, latency
+        # figures, stats, closes) can wait a few ticks: one wake-up in _WAKE_EVERY.
+        if (
+            wake is not None
+            and not self._wake_pending
+            and (served != 2 or self._notices or self._dropped or k % _WAKE_EVERY == 0)
+        ):
             self._wake_pending = True
             wake(self.deliver)
 

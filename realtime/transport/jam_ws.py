@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
 import struct
 from collections.abc import Callable, Sequence
 
@@ -34,7 +35,7 @@ from .. import errors
 from ..accounts import session_access
 from ..api.common import services
 from ..jam.control import ControlError, Leave, error_message, parse_control
-from ..jam.engine import EngineFull, InputRejected, JamEngine
+from ..jam.engine import EngineFull, InputRejected, JamEngine, tick_served
 from ..session.room import CloseCode
 from .limits import TokenBucket
 from .queued import QueuedWriter
@@ -46,6 +47,7 @@ from .wsframe import binary_frame
 log = logging.getLogger(__name__)
 
 _FIN_TEXT = 0x81
+_SEQ = struct.Struct("!I")  # a jam frame's sequence number, at offset 4
 
 
 def text_frame(text: str) -> bytes:
@@ -119,12 +121,28 @@ class _DirectFanOut:
             transport = proto.transport
             if sink.closing or proto.close_sent or transport.is_closing():
                 continue
+            data = wire
+            if sink.tick_sent >= 0:
+                # The tick sends to the sockets it holds itself (tick_reads.send_now): only what
+                # it did not send is left here, and what it refused counts as refused.
+                todo = [f for f in frames if not tick_served(sink, _SEQ.unpack_from(f, 4)[0])]
+                if len(todo) < len(frames) and any(
+                    _SEQ.unpack_from(f, 4)[0] == sink.tick_refused for f in frames
+                ):
+                    if refused is None:
+                        refused = []
+                    refused.append(i)
+                    continue
+                if not todo:
+                    continue
+                if len(todo) < len(frames):
+                    data = b"".join([_framed.wire(f) for f in todo])
             if transport.get_write_buffer_size() > sink.max_buffer:
                 if refused is None:
                     refused = []
                 refused.append(i)
                 continue
-            transport.write(wire)
+            transport.write(data)
         return refused
 
 
@@ -140,6 +158,11 @@ class DirectSink:
         self.max_buffer = max_buffer_bytes
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
+        # While the tick holds this socket (tick_reads), it writes the mixes itself: the
+        # sequence numbers of the last frame it sent and the last it refused (-1: none).
+        self.lent: object | None = None
+        self.tick_sent = -1
+        self.tick_refused = -1
 
     def send_audio(self, frames: Sequence[bytes]) -> bool:
         if self.closing:
@@ -227,6 +250,7 @@ async def jam_endpoint(ws: WebSocket) -> None:
     sink: Sink
     if direct is not None:
         sink = DirectSink(ws, direct, max_buffer_bytes=settings.jam_send_buffer_bytes)
+        _bound_send_buffer(direct, settings.jam_send_buffer_bytes)
     else:
         sink = QueuedSink(ws, max_queue_bytes=settings.jam_send_buffer_bytes)
     try:
@@ -250,7 +274,9 @@ async def jam_endpoint(ws: WebSocket) -> None:
         if settings.jam_tick_reads and access.role.can_edit:
             # Senders' sockets are read on the tick thread (decision 0019); a viewer's only
             # ever carry control messages, which the loop reads.
-            reads = reads_for(engine, max_message=direct.proto.conn.max_message_size)
+            reads = reads_for(
+                engine, max_message=direct.proto.conn.max_message_size, writes=settings.jam_tick_writes
+            )
             reads.register(direct, pid, bucket.take, sink)
     log.info(
         "jam connect",
@@ -266,6 +292,16 @@ async def jam_endpoint(ws: WebSocket) -> None:
         engine.leave(pid)
         await sink.finish()
         log.info("jam disconnect", extra={"room": session_id, "participant": pid})
+
+
+def _bound_send_buffer(channel: DirectChannel, size: int) -> None:
+    """Live audio must not queue for seconds in the kernel: TCP autotuning lets a send buffer
+    grow to megabytes (20 s of PCM16), all of it latency for a client that fell behind. Bounded
+    by the sink's own backlog, such a client is refused, and dropped, within a second or two."""
+    sock = channel.proto.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def _frame_handler(engine: JamEngine, pid: str, sink: Sink, bucket: TokenBucket) -> Callable[[bytes], None]:

@@ -42,10 +42,12 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from . import gil_io
 from .uvicorn_ws import DirectChannel, masked_binary_at
+from .wsframe import binary_frame
 
 try:  # websockets' C unmasking, as its own parser uses it (the pure-Python one otherwise)
     from websockets.speedups import apply_mask
@@ -66,10 +68,11 @@ _TIMESPEC: Final = struct.Struct("@qq")
 _ANC: Final = socket.CMSG_SPACE(_TIMESPEC.size)
 _READ: Final = 16384  # bytes per read: 2.5 ms of audio is under 100; a backlog waits a tick
 _CHECK_EVERY: Final = 8  # ticks between looks for connections the loop closed meanwhile
+_SEQ: Final = struct.Struct("!I")  # a jam frame's sequence number, at offset 4
 
 
 class _Lent:
-    __slots__ = ("carry", "channel", "pid", "sink", "sock", "take", "transport")
+    __slots__ = ("broken", "carry", "channel", "out", "owned", "pid", "sink", "sock", "take", "transport")
 
     def __init__(self, channel: DirectChannel, sock: socket.socket, pid: str, take: Any, sink: Any) -> None:
         self.channel = channel
@@ -77,8 +80,49 @@ class _Lent:
         self.pid = pid
         self.take: Callable[[], bool] = take
         self.sink = sink  # has .closing: the loop is closing it, so it wants its reads back
-        self.transport = channel.proto.transport
+        self.transport = channel.proto.transport  # the real one
         self.carry = b""  # the start of a frame whose rest has not arrived yet
+        # Bytes for the socket not written yet, in order: the loop's own writes (control,
+        # pongs, close frames) while the tick holds the socket, and what a full socket left.
+        self.out = bytearray()
+        self.owned = True  # the tick holds it (False once dropped; then `out` is the loop's)
+        self.broken = False  # a write failed: the loop takes the socket back
+
+
+class _LentTransport:
+    """What the protocol writes through while the tick holds its socket: writes queue behind the
+    tick's, in order, and closing takes the socket back first (its queued bytes included)."""
+
+    __slots__ = ("_lent", "_reads", "real")
+
+    def __init__(self, real: Any, reads: TickReads, lent: _Lent) -> None:
+        self.real = real
+        self._reads = reads
+        self._lent = lent
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        with self._reads._lock:
+            self._lent.out += data
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))
+
+    def get_write_buffer_size(self) -> int:
+        return int(self.real.get_write_buffer_size()) + len(self._lent.out)
+
+    def is_closing(self) -> bool:
+        return bool(self.real.is_closing())
+
+    def close(self) -> None:
+        self._reads._reclaim(self._lent, flush=True)
+        self.real.close()
+
+    def abort(self) -> None:
+        self._reads._reclaim(self._lent, flush=False)
+        self.real.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
 
 
 class TickReads:
@@ -86,7 +130,12 @@ class TickReads:
     the tick (installed as ``engine.poll``)."""
 
     def __init__(
-        self, engine: JamEngine, loop: asyncio.AbstractEventLoop, *, max_message: int | None
+        self,
+        engine: JamEngine,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_message: int | None,
+        writes: bool = True,
     ) -> None:
         self._receive = engine.receive
         self._clock = engine.clock
@@ -95,13 +144,20 @@ class TickReads:
         self._limit = max_message
         self._kernel_time = sys.platform.startswith("linux") and engine.clock is time.monotonic
         self._lock = threading.Lock()  # the owned set: mutated by both threads, rarely by the loop
-        self._epoll = select.epoll()
+        # libc calls that keep the GIL on Linux (gil_io), the socket module's elsewhere
+        self._fast = gil_io.available()
+        self._epoll: Any = gil_io.Epoll() if self._fast else select.epoll()
+        self._rx = gil_io.Receiver(_READ) if self._fast else None
         self._owned: dict[int, _Lent] = {}  # by the duplicate descriptor
         self._conns: dict[DirectChannel, tuple[str, Callable[[], bool], Any]] = {}  # loop-owned
         self._ticks = 0
         self.given_back = 0  # times a socket went back to the loop (control messages, closes…)
         self.frames = 0  # audio frames the tick read itself
+        self.sent = 0  # mix frames the tick wrote itself
+        self._writes = writes
         engine.poll = self.poll
+        if writes:
+            engine.send_now = self.send_now
 
     # ------------------------------------------------------------------ loop side
     def register(self, channel: DirectChannel, pid: str, take: Callable[[], bool], sink: Any) -> None:
@@ -120,16 +176,19 @@ class TickReads:
             if lent is not None:
                 self._drop(lent)
         if lent is not None:
-            channel.take_back(lent.carry)
+            self._give_back(lent, lent.carry)
 
     def close(self) -> None:
         """Let go of every socket without giving anything back (the engine is gone)."""
         self._conns.clear()
         with self._lock:
-            for lent in list(self._owned.values()):
+            lents = list(self._owned.values())
+            for lent in lents:
                 lent.channel.lender = None
                 self._drop(lent)
             self._epoll.close()
+        for lent in lents:
+            self._restore(lent, flush=True)
 
     def _lend(self, channel: DirectChannel) -> None:
         conn = self._conns.get(channel)
@@ -152,22 +211,59 @@ class TickReads:
             channel.take_back(b"")
             return
         lent = _Lent(channel, sock, *conn)
+        proto = channel.proto
+        writes = self._writes and proto.transport.get_write_buffer_size() == 0
         with self._lock:
             self._owned[sock.fileno()] = lent
-            self._epoll.register(sock.fileno(), select.EPOLLIN)
+            if self._fast:
+                self._epoll.register(sock.fileno())
+            else:
+                self._epoll.register(sock.fileno(), select.EPOLLIN)
+            if writes:
+                # The writes too (nothing of the loop's is unsent): the tick sends the mixes
+                # itself, right after encoding them, and the loop's own writes queue behind.
+                proto.transport = _LentTransport(lent.transport, self, lent)  # type: ignore[assignment]
+                lent.sink.lent = lent
 
     def _drop(self, lent: _Lent) -> None:
         """Under the lock: forget ``lent`` and close the duplicate descriptor."""
         fd = lent.sock.fileno()
         self._owned.pop(fd, None)
+        lent.owned = False
+        if getattr(lent.sink, "lent", None) is lent:
+            lent.sink.lent = None
         with contextlib.suppress(OSError, ValueError):  # already gone with a closed epoll
             self._epoll.unregister(fd)
         lent.sock.close()
 
+    def _give_back(self, lent: _Lent, rest: bytes) -> None:
+        """On the loop, once the tick let go: the writes it queued go out first, in order, then
+        the reads go back to the parser."""
+        self._restore(lent, flush=True)
+        lent.channel.take_back(rest)
+
+    def _reclaim(self, lent: _Lent, *, flush: bool) -> None:
+        """On the loop, closing: take the socket from the tick now."""
+        with self._lock:
+            if lent.owned:
+                self._drop(lent)
+        self._restore(lent, flush=flush)
+        lent.channel.lent = False
+
+    def _restore(self, lent: _Lent, *, flush: bool) -> None:
+        proto = lent.channel.proto
+        if isinstance(proto.transport, _LentTransport):
+            proto.transport = lent.transport
+        with self._lock:
+            out = bytes(lent.out)
+            lent.out.clear()
+        if flush and out and not lent.transport.is_closing():
+            lent.transport.write(out)
+
     # ------------------------------------------------------------------ tick side
     def poll(self) -> None:
         """Read every ready socket and hand its audio frames to the engine (on the tick)."""
-        give_back: list[tuple[DirectChannel, bytes]] = []
+        give_back: list[tuple[_Lent, bytes]] = []
         with self._lock:
             owned = self._owned
             if not owned:
@@ -176,18 +272,25 @@ class TickReads:
             if self._ticks % _CHECK_EVERY == 0:
                 for gone in [x for x in owned.values() if x.transport.is_closing()]:
                     self._drop(gone)  # closed on the loop: nothing to give back
+            if self._writes:
+                for held in owned.values():
+                    if held.out:
+                        self._flush(held)  # the loop's control messages, or a full socket's rest
+                    if held.broken:
+                        give_back.append((held, held.carry))
+                for held, _ in give_back:
+                    self._drop(held)
             try:
-                ready = self._epoll.poll(0)
+                ready = self._epoll.ready() if self._fast else [fd for fd, _ in self._epoll.poll(0)]
             except OSError:
-                return
-            if not ready:
-                return
-            now = self._clock()
-            offset = time.time() - now if self._kernel_time else 0.0
-            for fd, _ in ready:
-                lent = owned.get(fd)
-                if lent is None:
+                ready = []
+            now = self._clock() if ready else 0.0
+            offset = time.time() - now if self._kernel_time and ready else 0.0
+            for fd in ready:
+                found = owned.get(fd)
+                if found is None:
                     continue
+                lent = found
                 try:
                     rest = self._read(lent, now, offset)
                 except Exception:
@@ -195,17 +298,92 @@ class TickReads:
                     rest = lent.carry
                 if rest is not None:
                     self._drop(lent)
-                    give_back.append((lent.channel, rest))
+                    give_back.append((lent, rest))
         if give_back:
             self.given_back += len(give_back)
             call = self._loop.call_soon_threadsafe
-            for channel, rest in give_back:
-                call(channel.take_back, rest)
+            for lent, rest in give_back:
+                call(self._give_back, lent, rest)
+
+    def send_now(self, groups: Sequence[Any], frames: Sequence[bytes]) -> int:
+        """The tick's mixes, straight to the sockets it holds (on the tick, right after encoding):
+        ``groups[i]`` (the engine's groups of listeners) get ``frames[i]``. Marks each served
+        sink's ``tick_sent`` (and ``tick_refused`` when its backlog is full) with the frame's
+        sequence number, so the loop's delivery of the same frame skips it. 0: served no one;
+        1: some listeners; 2: every listener."""
+        served = 0
+        missed = False
+        with self._lock:
+            if not self._owned:
+                return 0
+            for group, frame in zip(groups, frames, strict=True):
+                seq = _SEQ.unpack_from(frame, 4)[0]
+                wire: bytes | None = None
+                for p in group.members:
+                    sink = p.sink
+                    lent = getattr(sink, "lent", None)
+                    if lent is None or not lent.owned:
+                        missed = True
+                        continue
+                    if wire is None:
+                        wire = binary_frame(frame)
+                    self._write(lent, sink, wire, seq)
+                    served = 1
+                    self.sent += 1
+        return 0 if not served else (1 if missed else 2)
+
+    def _write(self, lent: _Lent, sink: Any, wire: bytes, seq: int) -> None:
+        """Under the lock: one frame to one socket, behind anything queued for it."""
+        if not lent.broken and not sink.closing:
+            out = lent.out
+            if len(out) + len(wire) > sink.max_buffer:
+                sink.tick_refused = seq  # the loop counts it and closes a laggard
+            elif out:
+                out += wire
+                self._flush(lent)
+            else:
+                try:
+                    n = gil_io.send(lent.sock.fileno(), wire) if self._fast else lent.sock.send(wire)
+                except BlockingIOError:
+                    n = 0
+                except OSError:
+                    lent.broken = True
+                    n = len(wire)
+                if n < len(wire):
+                    out += wire[n:]
+        sink.tick_sent = seq
+
+    def _flush(self, lent: _Lent) -> None:
+        out = lent.out
+        try:
+            n = gil_io.send(lent.sock.fileno(), out) if self._fast else lent.sock.send(out)
+        except BlockingIOError:
+            return
+        except OSError:
+            lent.broken = True
+            return
+        del out[:n]
 
     def _read(self, lent: _Lent, now: float, offset: float) -> bytes | None:
         """One read: None while the tick keeps the socket, else the bytes the loop must parse."""
+        stamp: float | None = None
+        rx = self._rx
         try:
-            data, anc, _flags, _addr = lent.sock.recvmsg(_READ, _ANC)
+            if rx is not None:
+                got, stamp = rx.recv(lent.sock.fileno())
+                if got is None:
+                    return None
+                data = got
+            else:
+                data, anc, _flags, _addr = lent.sock.recvmsg(_READ, _ANC)
+                for level, kind, cdata in anc:
+                    if (
+                        level == socket.SOL_SOCKET
+                        and kind == _SO_TIMESTAMPNS
+                        and len(cdata) >= _TIMESPEC.size
+                    ):
+                        sec, nsec = _TIMESPEC.unpack_from(cdata)
+                        stamp = sec + nsec * 1e-9
         except BlockingIOError:
             return None
         except OSError:
@@ -217,11 +395,7 @@ class TickReads:
             lent.carry = b""
         if lent.sink.closing:
             return data  # the loop is closing it: it wants the close frame
-        arrival: float | None = None
-        for level, kind, cdata in anc:
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(cdata) >= _TIMESPEC.size:
-                sec, nsec = _TIMESPEC.unpack_from(cdata)
-                arrival = min(sec + nsec * 1e-9 - offset, now)
+        arrival = None if stamp is None else min(stamp - offset, now)
         receive = self._receive
         pid = lent.pid
         take = lent.take
@@ -261,12 +435,19 @@ def reads_stats(engine: JamEngine) -> dict[str, int] | None:
     reads = _readers.get(engine)
     if reads is None:
         return None
-    return {"sockets": len(reads._owned), "frames": reads.frames, "givenBack": reads.given_back}
+    return {
+        "sockets": len(reads._owned),
+        "frames": reads.frames,
+        "sent": reads.sent,
+        "givenBack": reads.given_back,
+    }
 
 
-def reads_for(engine: JamEngine, *, max_message: int | None) -> TickReads:
+def reads_for(engine: JamEngine, *, max_message: int | None, writes: bool = True) -> TickReads:
     """The engine's tick reader, made on first use (on the loop)."""
     reads = _readers.get(engine)
     if reads is None:
-        reads = _readers[engine] = TickReads(engine, asyncio.get_running_loop(), max_message=max_message)
+        reads = _readers[engine] = TickReads(
+            engine, asyncio.get_running_loop(), max_message=max_message, writes=writes
+        )
     return reads

@@ -17,6 +17,7 @@ import pytest
 
 from realtime.jam.engine import InputRejected
 from realtime.transport.tick_reads import TickReads, reads_stats
+from realtime.transport.wsframe import binary_frame
 
 MASK = b"\x11\x22\x33\x44"
 
@@ -34,6 +35,7 @@ class Engine:
 
     def __init__(self, reject: Callable[[bytes], bool] = lambda _: False) -> None:
         self.poll: Callable[[], None] | None = None
+        self.send_now: Callable[..., int] | None = None
         self.closed = False
         self.clock = time.monotonic
         self.got: list[tuple[str, bytes, float | None]] = []
@@ -46,11 +48,24 @@ class Engine:
 
 
 class Transport:
+    """The loop's transport: records what the loop wrote through it, and closes."""
+
     def __init__(self) -> None:
         self.closing = False
+        self.written = bytearray()
+        self.closed = False
 
     def is_closing(self) -> bool:
         return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closing = self.closed = True
 
 
 class Channel:
@@ -82,7 +97,37 @@ class Loop:
 
 
 class Sink:
-    closing = False
+    def __init__(self) -> None:
+        self.closing = False
+        self.max_buffer = 64 * 1024
+        self.lent: Any = None
+        self.tick_sent = -1
+        self.tick_refused = -1
+
+
+class Member:
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+
+class Group:
+    def __init__(self, *sinks: Any) -> None:
+        self.members = tuple(Member(s) for s in sinks)
+
+
+def mix_frame(seq: int, payload: bytes = b"mix") -> bytes:
+    """A jam frame as the engine makes it: the 16-byte header (sequence number at offset 4)."""
+    return bytes((1, 1, 2, 0)) + struct.pack("!I", seq) + bytes(8) + payload
+
+
+def read_exactly(sock: socket.socket, n: int) -> bytes:
+    sock.settimeout(2.0)
+    got = b""
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        assert chunk, "connection closed"
+        got += chunk
+    return got
 
 
 @pytest.fixture
@@ -108,10 +153,13 @@ def _close_readers() -> Iterator[None]:
 
 
 def setup(
-    server: socket.socket, engine: Engine | None = None, take: Callable[[], bool] = lambda: True
+    server: socket.socket,
+    engine: Engine | None = None,
+    take: Callable[[], bool] = lambda: True,
+    writes: bool = False,
 ) -> tuple[Engine, TickReads, Channel, Sink]:
     engine = engine or Engine()
-    reads = TickReads(engine, Loop(), max_message=1 << 16)  # type: ignore[arg-type]
+    reads = TickReads(engine, Loop(), max_message=1 << 16, writes=writes)  # type: ignore[arg-type]
     _made.append(reads)
     channel = Channel(server)
     sink = Sink()
@@ -253,3 +301,72 @@ def test_unregister_hands_back_what_the_tick_held(pair: Any) -> None:
     # The descriptor the reader used was its own duplicate: the connection itself is intact.
     client.sendall(b"still open")
     assert server.recv(100) == b"still open"
+
+
+# -- writes: the tick sends the mixes to the sockets it holds ----------------------------------
+
+
+def test_the_tick_sends_the_mix_itself_and_marks_it_sent(pair: Any) -> None:
+    client, server = pair
+    engine, reads, _channel, sink = setup(server, writes=True)
+    assert sink.lent is not None
+    assert engine.send_now is not None
+    assert reads.send_now([Group(sink)], [mix_frame(7)]) == 2  # every listener served
+    wire = binary_frame(mix_frame(7))
+    assert read_exactly(client, len(wire)) == wire
+    assert (sink.tick_sent, sink.tick_refused) == (7, -1)
+    # A listener the tick does not hold is the loop's: "some served".
+    assert reads.send_now([Group(sink, Sink())], [mix_frame(8)]) == 1
+    assert read_exactly(client, len(wire)) == binary_frame(mix_frame(8))
+
+
+def test_the_loops_writes_queue_behind_the_ticks_in_order(pair: Any) -> None:
+    client, server = pair
+    _, reads, channel, sink = setup(server, writes=True)
+    transport = channel.proto.transport
+    assert transport is not channel.proto.transport.real  # the protocol writes through the proxy
+    reads.send_now([Group(sink)], [mix_frame(1)])
+    transport.write(b"CONTROL")  # a control message from the loop: queued, not written
+    assert transport.get_write_buffer_size() == len(b"CONTROL")
+    reads.send_now([Group(sink)], [mix_frame(2)])  # behind the queued bytes
+    reads.poll()
+    expected = binary_frame(mix_frame(1)) + b"CONTROL" + binary_frame(mix_frame(2))
+    assert read_exactly(client, len(expected)) == expected
+    assert transport.real.written == b""  # nothing went through the loop's own transport
+
+
+def test_a_full_backlog_is_refused_and_marked(pair: Any) -> None:
+    _client, server = pair
+    _, reads, channel, sink = setup(server, writes=True)
+    sink.max_buffer = 100
+    channel.proto.transport.write(b"x" * 90)  # the loop's bytes wait for the tick
+    reads.send_now([Group(sink)], [mix_frame(5, b"y" * 40)])
+    assert (sink.tick_sent, sink.tick_refused) == (5, 5)  # the loop counts it as refused
+
+
+def test_closing_takes_the_socket_back_with_its_queued_bytes(pair: Any) -> None:
+    _client, server = pair
+    _, reads, channel, sink = setup(server, writes=True)
+    proxy = channel.proto.transport
+    real = proxy.real
+    proxy.write(b"close frame")
+    proxy.close()
+    assert channel.proto.transport is real
+    assert real.written == b"close frame"
+    assert real.closed
+    assert not reads._owned
+    assert sink.lent is None
+    assert reads.send_now([Group(sink)], [mix_frame(9)]) == 0
+
+
+def test_a_give_back_flushes_the_queued_writes_before_the_parser_runs(pair: Any) -> None:
+    client, server = pair
+    _, reads, channel, _sink = setup(server, writes=True)
+    proxy = channel.proto.transport
+    proxy.write(b"pong")
+    client.sendall(client_frame(1, b'{"type":"ping"}'))
+    poll_until(reads, lambda: bool(channel.taken_back))
+    # The tick flushed "pong" itself on that poll, before it gave the socket back.
+    assert read_exactly(client, 4) == b"pong"
+    assert channel.proto.transport is proxy.real
+    assert channel.taken_back == [client_frame(1, b'{"type":"ping"}')]
