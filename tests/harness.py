@@ -280,3 +280,20 @@ class PyDocClient:
 
     def close(self) -> None:
         self._cm.__exit__(None, None, None)
+
+
+def spawned_children(pid: int) -> list[int]:
+    """The inference worker processes of a server (spawned interpreters whose parent it is)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found

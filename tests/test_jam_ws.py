@@ -296,23 +296,10 @@ def test_a_sender_that_stops_reading_is_closed_and_the_others_keep_their_audio(
     sending but never reads fills its socket, its audio is refused, and after jam_laggard_s
     it is dropped, while the tick never waits for it and the others hear no gap."""
     sid, tokens, _ = band(jam_server, 2)
-    with socket.socket() as raw:
-        # A small receive window, so the server's socket buffer fills in well under a second.
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.connect(("127.0.0.1", jam_server.port))
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = "dGhlIHNhbXBsZSBub25jZQ=="
-        raw.sendall(
-            (
-                f"GET /jam/{sid}?token={tokens[1]} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while b'"welcome"' not in head:
-            chunk = raw.recv(4096)
-            assert chunk
-            head += chunk
+    # A small receive window, so the server's socket buffer fills in well under a second.
+    raw, early = _raw_ws(jam_server, sid, tokens[1], rcvbuf=4096)
+    with raw:
+        _until_welcome(raw, early)
         # PCM16 mixes: 200 kB/s towards a reader that reads nothing from here on.
         raw.sendall(_client_frame(1, json.dumps({"type": "join", "codec": "pcm16", "channels": 2}).encode()))
         with clients(jam_server, sid, tokens[:1]) as (a,):
@@ -566,9 +553,16 @@ def test_metrics_token_is_required_when_configured(make_client: Callable[..., Te
     assert "escenario_jam_sessions 0.0" in r.text
 
 
-def _raw_ws(srv: ServerProcess, sid: str, token: str) -> tuple[socket.socket, bytes]:
-    """A bare WebSocket handshake: the test controls exactly how frames are cut into segments."""
-    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+def _raw_ws(
+    srv: ServerProcess, sid: str, token: str, *, rcvbuf: int | None = None
+) -> tuple[socket.socket, bytes]:
+    """A bare WebSocket handshake: the test controls exactly how frames are cut into segments.
+    ``rcvbuf``: the client's receive buffer, set before connecting (it sizes the TCP window)."""
+    sock = socket.socket()
+    sock.settimeout(10)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", srv.port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(
         (
@@ -584,6 +578,16 @@ def _raw_ws(srv: ServerProcess, sid: str, token: str) -> tuple[socket.socket, by
         head += chunk
     assert b" 101 " in head.split(b"\r\n", 1)[0]
     return sock, head.split(b"\r\n\r\n", 1)[1]
+
+
+def _until_welcome(sock: socket.socket, early: bytes) -> bytes:
+    """Read until the welcome. The 101 comes before the server has checked the token and joined
+    the jam: frames sent earlier wait in the loop's queue; after the welcome the tick reads."""
+    deadline = time.monotonic() + 10
+    while b'"welcome"' not in early and time.monotonic() < deadline:
+        early += sock.recv(65536)
+    assert b'"welcome"' in early
+    return early
 
 
 def _client_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -605,12 +609,7 @@ def test_frames_however_the_stream_is_cut_all_reach_the_engine(jam_server: Serve
     sid, tokens, _ = band(jam_server, 1)
     sock, early = _raw_ws(jam_server, sid, tokens[0])
     try:
-        # The 101 comes before the server has checked the token and joined the jam: frames sent
-        # earlier wait in the loop's queue. Once the welcome is here, the tick reads the socket.
-        deadline = time.monotonic() + 10
-        while b'"welcome"' not in early and time.monotonic() < deadline:
-            early += sock.recv(65536)
-        assert b'"welcome"' in early
+        early = _until_welcome(sock, early)
         small = Player(500, channels=2)
         wide = Player(500, channels=2)
         wide.encoder = OpusEncoder(2, BLOCK, bitrate=510_000)  # > 125-byte frames: 16-bit length

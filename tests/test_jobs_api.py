@@ -28,7 +28,7 @@ from realtime.media.decode import decode_audio
 from realtime.media.encode import encode_audio
 
 from .conftest import require
-from .harness import PyDocClient, ServerProcess
+from .harness import PyDocClient, ServerProcess, spawned_children
 from .inference.conftest import TINY_NAME, TINY_SIG, build_tiny_htdemucs, save_th, write_bag
 
 FS = 48000
@@ -211,23 +211,6 @@ def asset_audio(srv: ServerProcess, token: str, asset_id: str) -> np.ndarray:
     r = srv.api("GET", f"/api/assets/{asset_id}/audio", token=token)
     assert r.status_code == 200
     return decode_audio(r.content).samples
-
-
-def spawned_children(pid: int) -> list[int]:
-    """The inference worker processes of a server (spawned interpreters whose parent it is)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 # -- separation --------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from realtime.media.library import AssetKeys
 
 from ..appclient import MakeClient, auth, services, signup
 from ..conftest import POSTGRES_URL, _pg, require
+from ..harness import spawned_children
 from ..persistence.test_s3_blobs import bucket_url, object_names, s3_endpoint
 from .test_queue import REDIS_URL, delete_prefix, require_redis
 
@@ -294,22 +295,6 @@ def bucket(split: Split) -> S3BlobStore:
     return S3BlobStore(parse_blob_url(split.blob_url))
 
 
-def pool_children(pid: int) -> list[int]:
-    """The pool's spawned interpreters whose parent is `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -370,7 +355,7 @@ def test_a_job_queued_after_its_worker_was_killed_runs_on_the_next_worker(split:
     source = quiet_music(3.0, seed=2)
     asset = studio.upload(source, "take.wav")
     doomed.wait_ready()
-    children = pool_children(doomed.proc.pid)
+    children = spawned_children(doomed.proc.pid)
     assert children, "the worker started no pool process"
     doomed.proc.kill()
     assert doomed.proc.wait(10) == -signal.SIGKILL
