@@ -36,3 +36,16 @@ export function setInputValue(input: HTMLInputElement, value: string): void {
     input.value = value;
   }
 }
+
+/** Copy a link field's text to the clipboard; the button says how it went, then reads "Copy link" again. */
+export async function copyLink(field: HTMLInputElement, button: HTMLElement): Promise<void> {
+  field.select();
+  try {
+    await navigator.clipboard.writeText(field.value);
+    button.textContent = 'Copied';
+  } catch {
+    // no clipboard permission (insecure origin, some browsers): the link is selected to copy by hand
+    button.textContent = 'Press Ctrl+C';
+  }
+  setTimeout(() => (button.textContent = 'Copy link'), 2000);
+}

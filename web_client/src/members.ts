@@ -5,7 +5,7 @@
 // `inviteErrorText` and the list's rules (memberlist.ts) are pure and tested.
 
 import { ApiError, errorMessage, type ApiClient, type InviteRole } from './api';
-import { h } from './dom';
+import { h, copyLink } from './dom';
 import { memberErrorText, memberViews, removeQuestion, removedText, roleChangedText, type MemberView } from './memberlist';
 import { inviteLink } from './route';
 
@@ -119,7 +119,7 @@ export class MembersDialog {
     });
     this.makeLink.addEventListener('click', () => void this.createLink());
     this.link.addEventListener('focus', () => this.link.select());
-    this.copy.addEventListener('click', () => void this.copyLink());
+    this.copy.addEventListener('click', () => void copyLink(this.link, this.copy));
     // Keys typed in the dialog are the dialog's, not the timeline's shortcuts behind it.
     this.root.addEventListener('keydown', (e) => {
       e.stopPropagation();
@@ -285,18 +285,6 @@ export class MembersDialog {
     } finally {
       this.submit.disabled = false;
     }
-  }
-
-  private async copyLink(): Promise<void> {
-    this.link.select();
-    try {
-      await navigator.clipboard.writeText(this.link.value);
-      this.copy.textContent = 'Copied';
-    } catch {
-      // no clipboard permission (insecure origin, some browsers): the link is selected to copy by hand
-      this.copy.textContent = 'Press Ctrl+C';
-    }
-    setTimeout(() => (this.copy.textContent = 'Copy link'), 2000);
   }
 
   private async createLink(): Promise<void> {

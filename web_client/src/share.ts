@@ -4,7 +4,7 @@
 // `shareText` is pure and tested; the rest is DOM and API glue.
 
 import { errorMessage, type ApiClient } from './api';
-import { h } from './dom';
+import { h, copyLink } from './dom';
 
 export interface ShareState {
   enabled: boolean;
@@ -83,7 +83,7 @@ export class SharePanel {
     this.enable.addEventListener('click', () => void this.change('POST'));
     this.reissue.addEventListener('click', () => void this.change('POST'));
     this.disable.addEventListener('click', () => void this.change('DELETE'));
-    this.copy.addEventListener('click', () => void this.copyLink());
+    this.copy.addEventListener('click', () => void copyLink(this.link, this.copy));
     this.link.addEventListener('focus', () => this.link.select());
     // Keys typed in the dialog are the dialog's, not the timeline's shortcuts behind it.
     this.root.addEventListener('keydown', (e) => {
@@ -125,18 +125,6 @@ export class SharePanel {
       this.busy = false;
       this.render();
     }
-  }
-
-  private async copyLink(): Promise<void> {
-    this.link.select();
-    try {
-      await navigator.clipboard.writeText(this.link.value);
-      this.copy.textContent = 'Copied';
-    } catch {
-      // no clipboard permission (insecure origin, some browsers): the link is selected to copy by hand
-      this.copy.textContent = 'Press Ctrl+C';
-    }
-    setTimeout(() => (this.copy.textContent = 'Copy link'), 2000);
   }
 
   private render(): void {
