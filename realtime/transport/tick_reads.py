@@ -1,4 +1,4 @@
-"""`/jam` sockets read on the jam's tick thread instead of the event loop (decision 0019).
+"""`/jam` sockets read and written on the jam's tick thread, not the event loop (decision 0019).
 
 The event loop and the tick share one GIL. A busy loop (at 48 players, 19 200 inbound frames
 a second, each a uvloop callback) asks for the GIL while the tick mixes; after the switch
@@ -16,8 +16,15 @@ whenever its parser stands at a frame boundary, and the tick gives them back
 take: a control message, a ping or close frame, a frame the engine rejects or the rate limit
 refuses, end of file or a socket error. The loop's parser then handles those exactly as it
 always did (close codes, audits, replies), and lends the socket again at the next boundary.
-Writes stay with the loop: reading on one thread and writing on another is what a socket
-allows, and none of the loop's writes wait for these reads.
+
+Writes come with the reads when the loop has nothing of its own unsent (``writes=True``): the
+tick sends each mix right after encoding it (:meth:`TickReads.send_now`), and the protocol's
+transport is swapped for a proxy through which the loop's own writes (control messages, pongs,
+close frames) queue behind the tick's, in order; the tick flushes them at its next poll, and
+what is left goes out first when the socket goes back. Closing through the proxy takes the
+socket back at once. Each sink's ``tick_sent``/``tick_refused`` tell the loop's delivery of
+the same frames what the tick already sent or refused. The tick's socket calls go to libc
+through :mod:`realtime.transport.gil_io`, which keeps the GIL.
 
 The tick reads through its own duplicate of the descriptor, so a connection the loop closes
 meanwhile can never make it read another connection's socket; it notices the close within
