@@ -92,13 +92,26 @@ def flowing(server: ServerProcess, token: str, sid: str, codec: str) -> dict[str
     return dict(wait_for(ready, f"{codec} frames flowing both ways"))
 
 
+def fresh(server: ServerProcess, token: str, sid: str) -> tuple[dict[str, Any], float]:
+    """Her stats right after the tick refreshed her packet counters (it does once a second), so
+    the live byte counters and the packet snapshot describe the same moment."""
+    last = me(server, token, sid)["in"]["packets"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        now = me(server, token, sid)
+        if now["in"]["packets"] != last:
+            return now, time.monotonic()
+        time.sleep(0.005)
+    raise AssertionError("her packet counters were not refreshed within 5 s")
+
+
 def rates(server: ServerProcess, token: str, sid: str, seconds: float = 2.0) -> dict[str, float]:
-    """What the server received from her and sent her over `seconds`, per second and per frame."""
-    a = me(server, token, sid)
-    t0 = time.monotonic()
-    time.sleep(seconds)
-    b = me(server, token, sid)
-    dt = time.monotonic() - t0
+    """What the server received from her and sent her over about `seconds`, per second and per
+    frame, between two refreshes of her packet counters."""
+    a, t0 = fresh(server, token, sid)
+    time.sleep(seconds - 0.5)
+    b, t1 = fresh(server, token, sid)
+    dt = t1 - t0
     frames_in = b["in"]["packets"] - a["in"]["packets"]
     frames_out = b["out"]["sent"] - a["out"]["sent"]
     return {

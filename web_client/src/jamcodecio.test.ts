@@ -219,6 +219,20 @@ describe('mix decoder', () => {
     expect(mix.stats).toEqual({ decoded: 4, silenced: 3, recovered: 1, late: 1 });
   });
 
+  it('gives a starting decoder four times the backlog before it says it fell behind', () => {
+    const { api, log } = fakes();
+    const errors: string[] = [];
+    const mix = new MixDecoder(api, { block: () => undefined, error: (m) => errors.push(m) });
+    // Nothing decoded yet (a slow configure): MAX_CODEC_QUEUE frames waiting is not a failure.
+    for (let s = 0; s <= 2 * MAX_CODEC_QUEUE; s += 1) mix.push(opusFrame(s, 1, null, s === 0 ? FLAG_RESYNC : 0));
+    expect(errors).toEqual([]);
+    log.decoders[0]!.release();
+    expect(mix.stats.decoded).toBe(2 * MAX_CODEC_QUEUE + 1);
+    // Once it has answered, a backlog over MAX_CODEC_QUEUE is one.
+    for (let s = 2 * MAX_CODEC_QUEUE + 1; s <= 3 * MAX_CODEC_QUEUE + 2; s += 1) mix.push(opusFrame(s, 1));
+    expect(errors).toEqual(['the Opus decoder fell behind']);
+  });
+
   it('passes PCM16 mixes straight through, mono ones as stereo', () => {
     const out: Float32Array[] = [];
     const mix = new MixDecoder(null, { block: (b) => out.push(b), error: (m) => expect.fail(m) });

@@ -249,7 +249,11 @@ export class MixDecoder {
     const api = this.api;
     const dec = this.decoder();
     if (!dec || !api) return;
-    if (dec.decodeQueueSize > MAX_CODEC_QUEUE) {
+    // Until its first output the decoder may still be starting (configure is asynchronous, and
+    // slow on a busy machine): the frames it queues meanwhile are not a decoder falling behind,
+    // unless there are many times more of them.
+    const limit = this.stats.decoded > 0 ? MAX_CODEC_QUEUE : 4 * MAX_CODEC_QUEUE;
+    if (dec.decodeQueueSize > limit) {
       this.fail('the Opus decoder fell behind');
       return;
     }
