@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { InOrder, MAX_CODEC_QUEUE, MixDecoder, OpusBlockEncoder, seqStep, webCodecsOf, type AudioDataLike, type ChunkLike, type WebCodecs } from './jamcodecio';
+import { InOrder, MAX_CODEC_QUEUE, MixDecoder, START_GRACE_MS, OpusBlockEncoder, seqStep, webCodecsOf, type AudioDataLike, type ChunkLike, type WebCodecs } from './jamcodecio';
 import { CODEC_OPUS, CODEC_PCM16, encodeFrame, FLAG_RESYNC, floatToPcm16, FrameCounter, parseFrame, type Frame } from './jamframes';
 
 type OnError = (e: unknown) => void;
@@ -139,11 +139,33 @@ describe('Opus block encoder', () => {
     new OpusBlockEncoder(api, 120, sink);
     log.encoders[0]!.init.error(new DOMException('codec crashed', 'EncodingError'));
     const behind = new OpusBlockEncoder(api, 120, sink);
+    behind.encode(block(0)); // its first packet: it has started
     log.encoders[1]!.encodeQueueSize = MAX_CODEC_QUEUE + 1;
-    behind.encode(block(0));
+    behind.encode(block(1));
     const short = new OpusBlockEncoder(api, 120, sink);
     short.encode(new Float32Array(128));
     expect(errors).toEqual(['the Opus encoder failed: codec crashed', 'the Opus encoder fell behind', 'a block of 128 samples reached the Opus encoder, not 120']);
+  });
+
+  it('gives a starting encoder START_GRACE_MS before a backlog counts', () => {
+    const { api, log } = fakes();
+    const errors: string[] = [];
+    let t = 0;
+    const sink = { packet: () => undefined, error: (m: string) => errors.push(m) };
+    const starting = new OpusBlockEncoder(api, 120, sink, () => t);
+    log.encoders[0]!.encodeQueueSize = 4 * MAX_CODEC_QUEUE; // configure still under way
+    starting.encode(block(0)); // (the fake answers at once, so use a second one for the timeout)
+    expect(errors).toEqual([]);
+    const stuck = new OpusBlockEncoder(api, 120, sink, () => t);
+    log.encoders[1]!.encodeQueueSize = MAX_CODEC_QUEUE + 1;
+    log.encoders[1]!.encode = () => undefined; // never answers
+    stuck.encode(block(0));
+    t = START_GRACE_MS - 1;
+    stuck.encode(block(1));
+    expect(errors).toEqual([]);
+    t = START_GRACE_MS;
+    stuck.encode(block(2));
+    expect(errors).toEqual(['the Opus encoder fell behind']);
   });
 
   it('throws when the encoder refuses its configuration, so the client falls back at once', () => {
@@ -219,17 +241,32 @@ describe('mix decoder', () => {
     expect(mix.stats).toEqual({ decoded: 4, silenced: 3, recovered: 1, late: 1 });
   });
 
-  it('gives a starting decoder four times the backlog before it says it fell behind', () => {
+  it('gives a starting decoder START_GRACE_MS before its backlog counts', () => {
     const { api, log } = fakes();
     const errors: string[] = [];
-    const mix = new MixDecoder(api, { block: () => undefined, error: (m) => errors.push(m) });
-    // Nothing decoded yet (a slow configure): MAX_CODEC_QUEUE frames waiting is not a failure.
+    let t = 0;
+    const mix = new MixDecoder(api, { block: () => undefined, error: (m) => errors.push(m) }, () => t);
+    // Nothing decoded yet (a slow configure): a backlog is not a failure for a while.
     for (let s = 0; s <= 2 * MAX_CODEC_QUEUE; s += 1) mix.push(opusFrame(s, 1, null, s === 0 ? FLAG_RESYNC : 0));
+    t = START_GRACE_MS - 1;
+    mix.push(opusFrame(2 * MAX_CODEC_QUEUE + 1, 1));
     expect(errors).toEqual([]);
     log.decoders[0]!.release();
-    expect(mix.stats.decoded).toBe(2 * MAX_CODEC_QUEUE + 1);
-    // Once it has answered, a backlog over MAX_CODEC_QUEUE is one.
-    for (let s = 2 * MAX_CODEC_QUEUE + 1; s <= 3 * MAX_CODEC_QUEUE + 2; s += 1) mix.push(opusFrame(s, 1));
+    expect(mix.stats.decoded).toBe(2 * MAX_CODEC_QUEUE + 2);
+    // Once it has answered, a backlog over MAX_CODEC_QUEUE is one at once.
+    for (let s = 2 * MAX_CODEC_QUEUE + 2; s <= 3 * MAX_CODEC_QUEUE + 3; s += 1) mix.push(opusFrame(s, 1));
+    expect(errors).toEqual(['the Opus decoder fell behind']);
+  });
+
+  it('says a decoder that never starts fell behind once its grace is over', () => {
+    const { api } = fakes();
+    const errors: string[] = [];
+    let t = 0;
+    const mix = new MixDecoder(api, { block: () => undefined, error: (m) => errors.push(m) }, () => t);
+    for (let s = 0; s <= MAX_CODEC_QUEUE + 1; s += 1) mix.push(opusFrame(s, 1, null, s === 0 ? FLAG_RESYNC : 0));
+    expect(errors).toEqual([]);
+    t = START_GRACE_MS;
+    mix.push(opusFrame(MAX_CODEC_QUEUE + 2, 1));
     expect(errors).toEqual(['the Opus decoder fell behind']);
   });
 

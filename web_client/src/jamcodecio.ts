@@ -43,6 +43,8 @@ export interface WebCodecs {
 
 /** A codec queue this long means the codec stopped keeping up (≥ 0.25 s of 2.5 ms blocks). */
 export const MAX_CODEC_QUEUE = 100;
+/** How long a codec may take to give its first output before a backlog counts against it. */
+export const START_GRACE_MS = 3000;
 /** A sequence gap up to this many blocks is filled with silence; a longer one is a new start. */
 export const MAX_FILL_BLOCKS = 16;
 /** Opus packets are 1…1275 bytes (RFC 6716 §3.2.1). */
@@ -66,12 +68,15 @@ export class OpusBlockEncoder {
   private readonly enc: EncoderLike;
   private samples = 0;
   private done = false;
+  private outputs = 0;
+  private firstEncodeAt: number | undefined;
 
   /** Throws when WebCodecs refuses the configuration outright (the caller falls back). */
   constructor(
     private readonly api: WebCodecs,
     readonly block: number,
     private readonly on: PacketSink,
+    private readonly now: () => number = () => performance.now(),
   ) {
     this.enc = new api.AudioEncoder({ output: (c) => this.output(c), error: (e) => this.fail(`the Opus encoder failed: ${describe(e)}`) });
     try {
@@ -93,7 +98,10 @@ export class OpusBlockEncoder {
       this.fail(`a block of ${samples.length} samples reached the Opus encoder, not ${this.block}`);
       return;
     }
-    if (this.enc.encodeQueueSize > MAX_CODEC_QUEUE) {
+    // As for the decoder: until its first packet the encoder may still be starting.
+    this.firstEncodeAt ??= this.now();
+    const starting = this.outputs === 0 && this.now() - this.firstEncodeAt < START_GRACE_MS;
+    if (!starting && this.enc.encodeQueueSize > MAX_CODEC_QUEUE) {
       this.fail('the Opus encoder fell behind');
       return;
     }
@@ -118,6 +126,7 @@ export class OpusBlockEncoder {
       this.fail(`the Opus encoder made a packet of ${n ?? 'unreadable'} samples, not ${this.block}`);
       return;
     }
+    this.outputs += 1;
     this.on.packet(bytes);
   }
 
@@ -211,10 +220,12 @@ export class MixDecoder {
   private last: number | null = null;
   private timestamp = 0;
   private failed = false;
+  private firstDecodeAt: number | undefined;
 
   constructor(
     private readonly api: WebCodecs | null,
     private readonly on: MixSink,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   push(f: Frame): void {
@@ -251,9 +262,10 @@ export class MixDecoder {
     if (!dec || !api) return;
     // Until its first output the decoder may still be starting (configure is asynchronous, and
     // slow on a busy machine): the frames it queues meanwhile are not a decoder falling behind,
-    // unless there are many times more of them.
-    const limit = this.stats.decoded > 0 ? MAX_CODEC_QUEUE : 4 * MAX_CODEC_QUEUE;
-    if (dec.decodeQueueSize > limit) {
+    // unless it has had START_GRACE_MS to start.
+    this.firstDecodeAt ??= this.now();
+    const starting = this.stats.decoded === 0 && this.now() - this.firstDecodeAt < START_GRACE_MS;
+    if (!starting && dec.decodeQueueSize > MAX_CODEC_QUEUE) {
       this.fail('the Opus decoder fell behind');
       return;
     }
