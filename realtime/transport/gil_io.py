@@ -135,12 +135,27 @@ class Receiver:
             raise OSError(err, f"recvmsg: {errno.errorcode.get(err, err)}")
         data = self._buf.raw[:n] if n else b""
         stamp: float | None = None
-        if hdr.msg_controllen >= 16 + _TIMESPEC.size:
-            # struct cmsghdr {size_t len; int level; int type;} then the data, 8-aligned.
-            length, level, kind = struct.unpack_from("@Nii", self._control.raw, 0)
-            if level == _SOL_SOCKET and kind == _SO_TIMESTAMPNS and length >= 16 + _TIMESPEC.size:
-                sec, nsec = _TIMESPEC.unpack_from(self._control.raw, 16)
-                stamp = sec + nsec * 1e-9
+        size = int(hdr.msg_controllen)
+        if size >= 16 + _TIMESPEC.size:
+            # A walk over the cmsghdrs ({size_t len; int level; int type;} then the data, each
+            # 8-aligned): some kernels (sandboxes among them) give no stamp or put another
+            # message first, and the caller then takes its own clock.
+            raw = self._control.raw
+            at = 0
+            while at + 16 <= size:
+                length, level, kind = struct.unpack_from("@Nii", raw, at)
+                if length < 16:
+                    break
+                if (
+                    level == _SOL_SOCKET
+                    and kind == _SO_TIMESTAMPNS
+                    and length >= 16 + _TIMESPEC.size
+                    and at + 16 + _TIMESPEC.size <= size
+                ):
+                    sec, nsec = _TIMESPEC.unpack_from(raw, at + 16)
+                    stamp = sec + nsec * 1e-9
+                    break
+                at += (length + 7) & ~7
         return data, stamp
 
 
