@@ -298,8 +298,15 @@ def test_the_app_runs_retention_in_the_background(make_client: MakeClient) -> No
     sid = new_session(client, owner)
     asset = uploaded(client, owner, sid, wav_bytes(sine(seconds=0.2)))["asset_id"]
     assert client.delete(f"/api/assets/{asset}", headers=auth(owner)).status_code == 204
+    # The sweep deletes the asset's blobs (flac, opus, peaks) one by one and then its row:
+    # wait for all of it, not for the first blob to go.
+    def gone() -> bool:
+        return not any(name.startswith(f"asset-{asset}.") for name in blob_names(client)) and (
+            store_call(client, "list_assets", sid, include_deleted=True) == []
+        )
+
     deadline = time.monotonic() + 10
-    while f"asset-{asset}.flac" in blob_names(client) and time.monotonic() < deadline:
+    while not gone() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(name.startswith(f"asset-{asset}.") for name in blob_names(client))
     assert store_call(client, "list_assets", sid, include_deleted=True) == []
