@@ -1,7 +1,8 @@
 // The jam's AudioWorklet (bundled on its own, loaded with audioWorklet.addModule): the
 // microphone's 128-frame quanta are re-blocked into the jam's blocks (120 samples) and posted
-// to the page, which frames and sends them; the received mix (interleaved stereo) is played
-// through a small FIFO so network jitter does not click.
+// to the jam's I/O worker, which frames and sends them; the received mix (interleaved stereo)
+// comes back from it and is played through a small FIFO so network jitter does not click. The
+// worker's port comes from the page (`link`); the page's own port carries settings and stats.
 
 import { PlayoutFifo, Reblocker } from './jamdsp';
 
@@ -12,6 +13,7 @@ declare class AudioWorkletProcessor {
 declare function registerProcessor(name: string, ctor: unknown): void;
 
 type InMsg =
+  | { type: 'link'; port: MessagePort }
   | { type: 'config'; block: number; send: boolean; target: number }
   | { type: 'mix'; samples: Float32Array }
   | { type: 'target'; blocks: number }
@@ -23,12 +25,16 @@ class JamProcessor extends AudioWorkletProcessor {
   private sending = false;
   private scratch = new Float32Array(256);
   private quanta = 0;
+  private link: MessagePort | null = null;
 
   constructor() {
     super();
-    this.port.onmessage = (e: MessageEvent<InMsg>) => {
+    const onMessage = (e: MessageEvent<InMsg>): void => {
       const m = e.data;
-      if (m.type === 'config') {
+      if (m.type === 'link') {
+        this.link = m.port;
+        m.port.onmessage = onMessage; // the worker sends the mix on it
+      } else if (m.type === 'config') {
         this.reblock = new Reblocker(m.block, 1);
         this.fifo = new PlayoutFifo(m.block, 2, m.target);
         this.sending = m.send;
@@ -40,13 +46,15 @@ class JamProcessor extends AudioWorkletProcessor {
         this.sending = m.on;
       }
     };
+    this.port.onmessage = onMessage;
   }
 
   process(inputs: Float32Array[][], outputs: Float32Array[][]): boolean {
     const input = inputs[0];
     const mic = input?.[0];
-    if (this.sending && mic && mic.length > 0) {
-      for (const block of this.reblock.push(mic)) this.port.postMessage({ type: 'block', samples: block }, [block.buffer]);
+    const link = this.link;
+    if (this.sending && link && mic && mic.length > 0) {
+      for (const block of this.reblock.push(mic)) link.postMessage({ type: 'block', samples: block }, [block.buffer]);
     }
     const out = outputs[0];
     const left = out?.[0];

@@ -3,12 +3,17 @@
 // frames over `ws(s)://HOST/jam/{id}` and the personal mix played back through the worklet's
 // FIFO. Opus both ways through the browser's own WebCodecs when it can run them at the
 // session's block size (nothing to ship), else PCM16; a codec failure re-joins with PCM16.
+// The socket and the codecs run in a Worker that talks to the worklet directly
+// (jam-io-worker.ts): the audio never waits for this page's main thread. This class keeps the
+// control side: the join, codec choices, mix settings, pings and figures.
 
+import JamIoWorker from './jam-io-worker.ts?worker';
+import type { FromJamIo, ToJamIo } from './jam-io-worker';
 import workletUrl from './jam-worklet.ts?worker&url';
 import { pickCodec, probeOpus, type CodecApi, type CodecPreference, type JamCodec } from './jamcodec';
-import { MixDecoder, OpusBlockEncoder, webCodecsOf, type MixDecodeStats, type WebCodecs } from './jamcodecio';
-import { CODEC_OPUS, CODEC_PCM16, encodeFrame, floatToPcm16, FrameCounter, parseFrame } from './jamframes';
+import type { MixDecodeStats } from './jamcodecio';
 import type { FifoStats } from './jamdsp';
+import type { CodecChoice, LinkCounters } from './jamlink';
 import {
   EMPTY_FIGURES,
   jamCloseMessage,
@@ -56,26 +61,22 @@ export class JamClient {
   figures: JamFigures = { ...EMPTY_FIGURES };
   local: FifoStats | null = null;
   welcome: Welcome | null = null;
-  private ws: WebSocket | null = null;
+  private io: Worker | null = null;
+  private connected = false;
   private ctx: AudioContext | null = null;
   private stream: MediaStream | null = null;
   private node: AudioWorkletNode | null = null;
-  private counter = new FrameCounter(120);
   private timers: number[] = [];
   private jitter: { mode: JitterMode; depth: number } = { mode: 'auto', depth: 2 };
   private localTarget = 2;
   private lastUnderruns = 0;
-  sentFrames = 0;
-  receivedFrames = 0;
-  bytesOut = 0;
-  bytesIn = 0;
-  private readonly codecs: WebCodecs | null;
+  /** The audio link's counters, as its worker last reported them. */
+  counters: LinkCounters = { sentFrames: 0, receivedFrames: 0, bytesOut: 0, bytesIn: 0, mix: { decoded: 0, silenced: 0, recovered: 0, late: 0 } };
+  private readonly canProbe: boolean;
   private opusBlocks: ReadonlySet<number> = new Set();
   /** The codec of the last `join`: what the server sends the mix in. */
   private requested: JamCodec = 'pcm16';
   private opusFailed: string | null = null;
-  private encoder: OpusBlockEncoder | null = null;
-  private mix: MixDecoder;
   private latencyMs: number | null = null;
   private readonly rateOut = new RateMeter();
   private readonly rateIn = new RateMeter();
@@ -89,22 +90,22 @@ export class JamClient {
     private pref: CodecPreference = 'auto',
     codecApi: object = globalThis,
   ) {
-    this.codecs = webCodecsOf(codecApi);
+    const g = codecApi as Partial<Record<string, unknown>>;
+    this.canProbe = typeof g.AudioEncoder === 'function' && typeof g.AudioDecoder === 'function';
     this.probeApi = codecApi as CodecApi;
-    this.mix = this.newMixDecoder();
   }
 
   private readonly probeApi: CodecApi;
 
   get link(): JamLink {
-    return { codec: this.requested, fallback: this.opusFailed, kbpsOut: this.kbpsOut, kbpsIn: this.kbpsIn, mix: { ...this.mix.stats } };
+    return { codec: this.requested, fallback: this.opusFailed, kbpsOut: this.kbpsOut, kbpsIn: this.kbpsIn, mix: { ...this.counters.mix } };
   }
 
   async join(): Promise<void> {
     if (this.state === 'starting' || this.state === 'joined') return;
     this.setState('starting', null);
     // the probe runs while the microphone starts; a missing or refusing WebCodecs means PCM16
-    const probe = this.codecs && this.pref === 'auto' ? probeOpus(this.probeApi) : Promise.resolve(new Set<number>());
+    const probe = this.canProbe && this.pref === 'auto' ? probeOpus(this.probeApi) : Promise.resolve(new Set<number>());
     try {
       this.stream = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1, sampleRate: 48000 },
@@ -115,7 +116,7 @@ export class JamClient {
       await ctx.audioWorklet.addModule(workletUrl);
       const node = new AudioWorkletNode(ctx, 'escenario-jam', { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [2] });
       this.node = node;
-      node.port.onmessage = (e: MessageEvent<{ type: string; samples?: Float32Array<ArrayBuffer>; stats?: FifoStats }>) => this.fromWorklet(e.data);
+      node.port.onmessage = (e: MessageEvent<{ type: string; stats?: FifoStats }>) => this.fromWorklet(e.data);
       ctx.createMediaStreamSource(this.stream).connect(node);
       node.connect(ctx.destination);
       if (ctx.state !== 'running') await ctx.resume();
@@ -134,37 +135,73 @@ export class JamClient {
       );
       return;
     }
-    const ws = new WebSocket(this.url);
-    ws.binaryType = 'arraybuffer';
-    this.ws = ws;
-    ws.onopen = () => {
-      const ctx = this.ctx;
-      this.latencyMs = ctx ? ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000 + 2.5 : null;
-      // the block is only known from `welcome`: guess the default one, re-join if it differs
-      this.requested = pickCodec(this.opusBlocks, 120, this.pref);
-      ws.send(this.joinText());
-    };
-    ws.onmessage = (e: MessageEvent<ArrayBuffer | string>) => {
-      if (typeof e.data === 'string') this.control(e.data);
-      else this.audio(e.data);
-    };
-    ws.onclose = (e) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
+    // The worklet and the worker talk over their own channel, past this thread.
+    const channel = new MessageChannel();
+    this.node?.port.postMessage({ type: 'link', port: channel.port1 }, [channel.port1]);
+    let io: Worker;
+    try {
+      io = new JamIoWorker();
+    } catch (err) {
       this.teardown();
-      this.setState('closed', jamCloseMessage(e.code, e.reason));
+      this.setState('closed', `Could not start audio: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    this.io = io;
+    io.onmessage = (e: MessageEvent<FromJamIo>) => {
+      if (this.io === io) this.fromIo(e.data);
     };
+    io.onerror = (e) => {
+      if (this.io !== io) return;
+      e.preventDefault();
+      this.io = null;
+      io.terminate();
+      this.teardown();
+      this.setState('closed', `The jam's audio worker failed: ${e.message || 'it did not start'}`);
+    };
+    this.toIo({ type: 'open', url: this.url, worklet: channel.port2 }, [channel.port2]);
+  }
+
+  private toIo(m: ToJamIo, transfer: Transferable[] = []): void {
+    this.io?.postMessage(m, transfer);
+  }
+
+  private fromIo(m: FromJamIo): void {
+    switch (m.type) {
+      case 'open': {
+        this.connected = true;
+        const ctx = this.ctx;
+        this.latencyMs = ctx ? ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000 + 2.5 : null;
+        // the block is only known from `welcome`: guess the default one, re-join if it differs
+        this.requested = pickCodec(this.opusBlocks, 120, this.pref);
+        this.toIo({ type: 'text', text: this.joinText() });
+        break;
+      }
+      case 'text':
+        this.control(m.text);
+        break;
+      case 'fallback':
+        this.fallBack(m.reason);
+        break;
+      case 'counters':
+        this.counters = m.counters;
+        break;
+      case 'closed': {
+        this.io = null;
+        this.connected = false;
+        this.teardown();
+        this.setState('closed', jamCloseMessage(m.code, m.reason));
+        break;
+      }
+      default:
+        break;
+    }
   }
 
   leave(): void {
-    const ws = this.ws;
-    this.ws = null;
-    if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify({ type: 'leave' }));
-      ws.close(1000);
-    } else {
-      ws?.close();
-    }
+    // the worker says goodbye, closes the socket and ends itself
+    this.toIo({ type: 'leave' });
+    this.io = null;
+    this.connected = false;
     this.teardown();
     if (this.state !== 'idle') this.setState('idle', null);
   }
@@ -197,43 +234,15 @@ export class JamClient {
     return joinMessage(this.name, 1, latency, this.requested);
   }
 
-  private newMixDecoder(): MixDecoder {
-    return new MixDecoder(this.codecs, {
-      block: (stereo) => this.node?.port.postMessage({ type: 'mix', samples: stereo }, [stereo.buffer]),
-      error: (message) => this.fallBack(message),
-    });
-  }
-
   /** Send and receive in the codec this session's block allows; a change is a re-join. */
   private chooseCodec(block: number): void {
     const want = pickCodec(this.opusBlocks, block, this.pref, this.opusFailed !== null);
-    if (want !== this.requested) {
-      this.requested = want;
-      this.counter.markResync(); // the server starts a fresh decoder for the new format
-      if (want === 'opus') {
-        this.mix.close();
-        this.mix = this.newMixDecoder();
-      }
-      this.send(this.joinText()); // the server answers with a new welcome
-    }
-    this.startEncoder(block);
-  }
-
-  private startEncoder(block: number): void {
-    const opus = this.requested === 'opus' && this.welcome?.canSend === true;
-    if (this.encoder?.failed) this.encoder = null;
-    if (opus === (this.encoder !== null && this.encoder.block === block)) return;
-    this.encoder?.close();
-    this.encoder = null;
-    if (!opus || !this.codecs) return;
-    try {
-      this.encoder = new OpusBlockEncoder(this.codecs, block, {
-        packet: (payload) => this.sendFrame(CODEC_OPUS, payload),
-        error: (message) => this.fallBack(message),
-      });
-    } catch (err) {
-      this.fallBack(`the Opus encoder could not start: ${err instanceof Error ? err.message : String(err)}`);
-    }
+    const rejoin = want !== this.requested;
+    this.requested = want;
+    // the link first, so the frames after the re-join carry RESYNC in the new codec
+    const choice: CodecChoice = { codec: want, block, canSend: this.welcome?.canSend === true };
+    this.toIo({ type: 'codec', choice });
+    if (rejoin) this.send(this.joinText()); // the server answers with a new welcome
   }
 
   /** Opus failed here: say so, and carry on in PCM16 (a re-join asks the mix in PCM16 too). */
@@ -245,28 +254,14 @@ export class JamClient {
     this.on.figures(this.figures, this.local, this.link);
   }
 
-  private sendFrame(codec: number, payload: Uint8Array): void {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN || !this.welcome?.canSend) return;
-    // a tab in the background stalls the socket: after a backlog, start over with RESYNC
-    if (ws.bufferedAmount > 64 * 1024) {
-      this.counter.markResync();
-      return;
-    }
-    const frame = encodeFrame(this.counter.next(codec, 1), payload);
-    ws.send(frame);
-    this.sentFrames += 1;
-    this.bytesOut += frame.length;
-  }
-
   private sampleRates(): void {
     const now = performance.now();
-    this.kbpsOut = this.rateOut.sample(this.bytesOut, now) ?? this.kbpsOut;
-    this.kbpsIn = this.rateIn.sample(this.bytesIn, now) ?? this.kbpsIn;
+    this.kbpsOut = this.rateOut.sample(this.counters.bytesOut, now) ?? this.kbpsOut;
+    this.kbpsIn = this.rateIn.sample(this.counters.bytesIn, now) ?? this.kbpsIn;
   }
 
   private send(text: string): void {
-    if (this.ws?.readyState === WebSocket.OPEN && this.welcome) this.ws.send(text);
+    if (this.connected && this.welcome) this.toIo({ type: 'text', text });
   }
 
   private control(text: string): void {
@@ -276,7 +271,6 @@ export class JamClient {
         const w = m.welcome;
         const again = this.welcome !== null; // the answer to a codec re-join
         this.welcome = w;
-        if (!again) this.counter = new FrameCounter(w.block);
         this.on.welcome(w);
         this.on.participants(w.participants);
         this.chooseCodec(w.block);
@@ -319,28 +313,11 @@ export class JamClient {
     }
   }
 
-  private audio(data: ArrayBuffer): void {
-    let f;
-    try {
-      f = parseFrame(data);
-    } catch {
-      return; // a bad frame from the server is dropped, the stream goes on
-    }
-    this.receivedFrames += 1;
-    this.bytesIn += data.byteLength;
-    this.mix.push(f);
-  }
-
-  private fromWorklet(m: { type: string; samples?: Float32Array<ArrayBuffer>; stats?: FifoStats }): void {
-    if (m.type === 'block' && m.samples) {
-      if (this.ws?.readyState !== WebSocket.OPEN || !this.welcome?.canSend) return;
-      // Opus packets come back through the encoder's output, framed by sendFrame
-      if (this.encoder && !this.encoder.failed) this.encoder.encode(m.samples);
-      else this.sendFrame(CODEC_PCM16, floatToPcm16(m.samples));
-    } else if (m.type === 'stats' && m.stats) {
+  private fromWorklet(m: { type: string; stats?: FifoStats }): void {
+    if (m.type === 'stats' && m.stats) {
       this.local = m.stats;
       // auto/safe: a local underrun deepens the playout FIFO by one block (up to 16)
-      if (this.jitter.mode !== 'manual' && m.stats.underruns > this.lastUnderruns && this.state === 'joined' && this.receivedFrames > 400) {
+      if (this.jitter.mode !== 'manual' && m.stats.underruns > this.lastUnderruns && this.state === 'joined' && this.counters.receivedFrames > 400) {
         this.localTarget = Math.min(16, this.localTarget + 1);
         this.node?.port.postMessage({ type: 'target', blocks: this.localTarget });
       }
@@ -352,10 +329,11 @@ export class JamClient {
   private teardown(): void {
     for (const t of this.timers) window.clearInterval(t);
     this.timers = [];
-    this.encoder?.close();
-    this.encoder = null;
-    this.mix.close();
-    this.mix = this.newMixDecoder();
+    if (this.io) {
+      this.io.terminate();
+      this.io = null;
+    }
+    this.connected = false;
     if (this.node) {
       this.node.port.onmessage = null;
       this.node.disconnect();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { InOrder, MAX_CODEC_QUEUE, MixDecoder, START_GRACE_MS, OpusBlockEncoder, seqStep, webCodecsOf, type AudioDataLike, type ChunkLike, type WebCodecs } from './jamcodecio';
+import { BacklogWatch, BEHIND_MS, InOrder, MAX_CODEC_QUEUE, MixDecoder, START_GRACE_MS, OpusBlockEncoder, seqStep, webCodecsOf, type AudioDataLike, type ChunkLike, type WebCodecs } from './jamcodecio';
 import { CODEC_OPUS, CODEC_PCM16, encodeFrame, FLAG_RESYNC, floatToPcm16, FrameCounter, parseFrame, type Frame } from './jamframes';
 
 type OnError = (e: unknown) => void;
@@ -132,16 +132,22 @@ describe('Opus block encoder', () => {
     expect(log.encoded).toHaveLength(1);
   });
 
-  it('reports the encoder error callback, a backlog and a refused block', () => {
+  it('reports the encoder error callback, a lasting backlog and a refused block', () => {
     const { api, log } = fakes();
     const errors: string[] = [];
+    let t = 0;
     const sink = { packet: () => undefined, error: (m: string) => errors.push(m) };
     new OpusBlockEncoder(api, 120, sink);
     log.encoders[0]!.init.error(new DOMException('codec crashed', 'EncodingError'));
-    const behind = new OpusBlockEncoder(api, 120, sink);
+    const behind = new OpusBlockEncoder(api, 120, sink, () => t);
     behind.encode(block(0)); // its first packet: it has started
     log.encoders[1]!.encodeQueueSize = MAX_CODEC_QUEUE + 1;
-    behind.encode(block(1));
+    behind.encode(block(1)); // a backlog begins
+    t = BEHIND_MS - 1;
+    behind.encode(block(2));
+    expect(errors).toEqual(['the Opus encoder failed: codec crashed']);
+    t = BEHIND_MS;
+    behind.encode(block(3));
     const short = new OpusBlockEncoder(api, 120, sink);
     short.encode(new Float32Array(128));
     expect(errors).toEqual(['the Opus encoder failed: codec crashed', 'the Opus encoder fell behind', 'a block of 128 samples reached the Opus encoder, not 120']);
@@ -166,6 +172,31 @@ describe('Opus block encoder', () => {
     t = START_GRACE_MS;
     stuck.encode(block(2));
     expect(errors).toEqual(['the Opus encoder fell behind']);
+  });
+
+  it('judges a backlog by how long it lasts, not by one long queue', () => {
+    let t = 0;
+    const w = new BacklogWatch(() => t);
+    expect(w.behind(0, true)).toBe(false);
+    // A burst after a stalled main thread: a long queue that drains within the second.
+    expect(w.behind(5 * MAX_CODEC_QUEUE, true)).toBe(false);
+    t = BEHIND_MS - 1;
+    expect(w.behind(MAX_CODEC_QUEUE + 1, true)).toBe(false);
+    t = BEHIND_MS + 10;
+    expect(w.behind(3, true)).toBe(false); // drained: the clock starts again
+    t = 2 * BEHIND_MS;
+    expect(w.behind(MAX_CODEC_QUEUE + 1, true)).toBe(false);
+    t = 3 * BEHIND_MS - 1;
+    expect(w.behind(MAX_CODEC_QUEUE + 1, true)).toBe(false);
+    t = 3 * BEHIND_MS;
+    expect(w.behind(MAX_CODEC_QUEUE + 1, true)).toBe(true);
+    // Before its first output a codec has START_GRACE_MS from its first submission.
+    const starting = new BacklogWatch(() => t);
+    expect(starting.behind(4 * MAX_CODEC_QUEUE, false)).toBe(false);
+    t += START_GRACE_MS - 1;
+    expect(starting.behind(4 * MAX_CODEC_QUEUE, false)).toBe(false);
+    t += 1;
+    expect(starting.behind(4 * MAX_CODEC_QUEUE, false)).toBe(true);
   });
 
   it('throws when the encoder refuses its configuration, so the client falls back at once', () => {
@@ -253,8 +284,11 @@ describe('mix decoder', () => {
     expect(errors).toEqual([]);
     log.decoders[0]!.release();
     expect(mix.stats.decoded).toBe(2 * MAX_CODEC_QUEUE + 2);
-    // Once it has answered, a backlog over MAX_CODEC_QUEUE is one at once.
+    // Once it has answered, a backlog over MAX_CODEC_QUEUE that lasts BEHIND_MS is a failure.
     for (let s = 2 * MAX_CODEC_QUEUE + 2; s <= 3 * MAX_CODEC_QUEUE + 3; s += 1) mix.push(opusFrame(s, 1));
+    expect(errors).toEqual([]);
+    t += BEHIND_MS;
+    mix.push(opusFrame(3 * MAX_CODEC_QUEUE + 4, 1));
     expect(errors).toEqual(['the Opus decoder fell behind']);
   });
 

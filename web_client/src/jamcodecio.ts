@@ -41,10 +41,39 @@ export interface WebCodecs {
   EncodedAudioChunk: new (init: EncodedAudioChunkInit) => unknown;
 }
 
-/** A codec queue this long means the codec stopped keeping up (≥ 0.25 s of 2.5 ms blocks). */
+/** A codec queue this long is a backlog (≥ 0.25 s of 2.5 ms blocks). */
 export const MAX_CODEC_QUEUE = 100;
 /** How long a codec may take to give its first output before a backlog counts against it. */
 export const START_GRACE_MS = 3000;
+/** How long a backlog must last before the codec counts as fallen behind. */
+export const BEHIND_MS = 1000;
+
+/**
+ * Whether a codec has fallen behind: its queue stayed over MAX_CODEC_QUEUE for BEHIND_MS on
+ * end (and, before its first output, its START_GRACE_MS is over). A queue alone says little: a
+ * page whose main thread stalled (a busy machine, a long task, garbage collection) gets the
+ * frames that came meanwhile in one burst, before the codec's answers, and a healthy codec
+ * then shows a long queue that drains within milliseconds. Falling back to PCM16 for the rest
+ * of the jam over that would be wrong.
+ */
+export class BacklogWatch {
+  private firstAt: number | undefined;
+  private overSince: number | undefined;
+
+  constructor(private readonly now: () => number) {}
+
+  /** Before each submission: the codec's queue now, and whether it ever gave an output. */
+  behind(queue: number, answered: boolean): boolean {
+    const t = this.now();
+    this.firstAt ??= t;
+    if (queue <= MAX_CODEC_QUEUE) {
+      this.overSince = undefined;
+      return false;
+    }
+    this.overSince ??= t;
+    return t - this.overSince >= BEHIND_MS && (answered || t - this.firstAt >= START_GRACE_MS);
+  }
+}
 /** A sequence gap up to this many blocks is filled with silence; a longer one is a new start. */
 export const MAX_FILL_BLOCKS = 16;
 /** Opus packets are 1…1275 bytes (RFC 6716 §3.2.1). */
@@ -69,15 +98,16 @@ export class OpusBlockEncoder {
   private samples = 0;
   private done = false;
   private outputs = 0;
-  private firstEncodeAt: number | undefined;
+  private readonly backlog: BacklogWatch;
 
   /** Throws when WebCodecs refuses the configuration outright (the caller falls back). */
   constructor(
     private readonly api: WebCodecs,
     readonly block: number,
     private readonly on: PacketSink,
-    private readonly now: () => number = () => performance.now(),
+    now: () => number = () => performance.now(),
   ) {
+    this.backlog = new BacklogWatch(now);
     this.enc = new api.AudioEncoder({ output: (c) => this.output(c), error: (e) => this.fail(`the Opus encoder failed: ${describe(e)}`) });
     try {
       this.enc.configure(opusEncoderConfig(block, 1));
@@ -98,10 +128,7 @@ export class OpusBlockEncoder {
       this.fail(`a block of ${samples.length} samples reached the Opus encoder, not ${this.block}`);
       return;
     }
-    // As for the decoder: until its first packet the encoder may still be starting.
-    this.firstEncodeAt ??= this.now();
-    const starting = this.outputs === 0 && this.now() - this.firstEncodeAt < START_GRACE_MS;
-    if (!starting && this.enc.encodeQueueSize > MAX_CODEC_QUEUE) {
+    if (this.backlog.behind(this.enc.encodeQueueSize, this.outputs > 0)) {
       this.fail('the Opus encoder fell behind');
       return;
     }
@@ -220,13 +247,15 @@ export class MixDecoder {
   private last: number | null = null;
   private timestamp = 0;
   private failed = false;
-  private firstDecodeAt: number | undefined;
+  private readonly backlog: BacklogWatch;
 
   constructor(
     private readonly api: WebCodecs | null,
     private readonly on: MixSink,
-    private readonly now: () => number = () => performance.now(),
-  ) {}
+    now: () => number = () => performance.now(),
+  ) {
+    this.backlog = new BacklogWatch(now);
+  }
 
   push(f: Frame): void {
     const step = seqStep(this.last, f.sequence, (f.flags & FLAG_RESYNC) !== 0);
@@ -261,11 +290,8 @@ export class MixDecoder {
     const dec = this.decoder();
     if (!dec || !api) return;
     // Until its first output the decoder may still be starting (configure is asynchronous, and
-    // slow on a busy machine): the frames it queues meanwhile are not a decoder falling behind,
-    // unless it has had START_GRACE_MS to start.
-    this.firstDecodeAt ??= this.now();
-    const starting = this.stats.decoded === 0 && this.now() - this.firstDecodeAt < START_GRACE_MS;
-    if (!starting && dec.decodeQueueSize > MAX_CODEC_QUEUE) {
+    // slow on a busy machine): BacklogWatch gives it START_GRACE_MS.
+    if (this.backlog.behind(dec.decodeQueueSize, this.stats.decoded > 0)) {
       this.fail('the Opus decoder fell behind');
       return;
     }
