@@ -298,6 +298,7 @@ def test_the_app_runs_retention_in_the_background(make_client: MakeClient) -> No
     sid = new_session(client, owner)
     asset = uploaded(client, owner, sid, wav_bytes(sine(seconds=0.2)))["asset_id"]
     assert client.delete(f"/api/assets/{asset}", headers=auth(owner)).status_code == 204
+
     # The sweep deletes the asset's blobs (flac, opus, peaks) one by one and then its row:
     # wait for all of it, not for the first blob to go.
     def gone() -> bool:

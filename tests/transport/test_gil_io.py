@@ -50,9 +50,7 @@ def test_send_recv_and_epoll_round_trip(pair: tuple[socket.socket, socket.socket
             assert time.monotonic() < deadline
         again, ancillary, _flags, _addr = server.recvmsg(16, 64)
         assert again == b"again"
-        kernel_stamps = any(
-            level == socket.SOL_SOCKET and kind == 35 for level, kind, _data in ancillary
-        )
+        kernel_stamps = any(level == socket.SOL_SOCKET and kind == 35 for level, kind, _data in ancillary)
         assert (stamp is not None) == kernel_stamps
         if stamp is not None:
             assert before - 0.01 <= stamp <= time.time() + 0.01
