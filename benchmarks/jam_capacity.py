@@ -287,7 +287,23 @@ def main() -> None:
         action="store_true",
         help="run both servers' threads SCHED_FIFO (needs root): what a deployment does on a shared machine",
     )
+    ap.add_argument(
+        "--cpu-latency-us",
+        type=int,
+        default=-1,
+        help="hold a PM QoS request (/dev/cpu_dma_latency, needs root) for the whole run, so both "
+        "servers and the generators run with idle CPUs that wake within this many µs "
+        "(the server's ESCENARIO_JAM_CPU_LATENCY_US; -1: off)",
+    )
     args = ap.parse_args()
+    if args.cpu_latency_us >= 0:
+        # Held here, not by our server, so that Jamulus's run gets the same idle policy.
+        from realtime.jam.scheduling import hold_cpu_latency
+
+        cpu_hold = hold_cpu_latency(args.cpu_latency_us)
+        if cpu_hold is None:
+            sys.exit("could not hold the CPU wake-up latency (needs root on Linux)")
+        print(f"holding the CPUs' wake-up latency at {args.cpu_latency_us} µs for the run", file=sys.stderr)
     ns = [int(x) for x in args.ns.split(",") if x]
     anchor_ns = [int(x) for x in args.anchor_ns.split(",") if x]
     # Our N list must cover the anchor's points so ratios compare like with like.
@@ -391,6 +407,7 @@ def main() -> None:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "realtime": args.realtime,
+        "cpu_latency_us": args.cpu_latency_us,
         "rows": rows,
         "jamulus": {str(k): v for k, v in anchor.items()},
     }

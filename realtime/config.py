@@ -104,6 +104,9 @@ class Settings:
     jam_tick_reads: bool = True
     # … and the tick sends the mixes to the sockets it reads itself (needs jam_tick_reads).
     jam_tick_writes: bool = True
+    # While a jam runs, ask that idle CPUs wake within this many µs (PM QoS through
+    # /dev/cpu_dma_latency, needs root; 0 keeps them from idling deeply); -1: off.
+    jam_cpu_latency_us: int = -1
     # Inbound audio frames per second and connection (a 2.5 ms stream sends 400).
     jam_frames_per_second: float = 2000.0
     # Sessions that get their own labelled series on /metrics (the rest only count in the totals).

@@ -236,6 +236,9 @@ class EngineConfig:
     switch_interval_s: float = 0.0005
     # The nice value the event loop's thread asks for when the first jam starts (0: leave it).
     loop_nice: int = -10
+    # While any jam runs, ask that idle CPUs wake within this many µs (PM QoS, see
+    # realtime.jam.scheduling); -1 leaves the OS's idle policy alone.
+    cpu_latency_us: int = -1
 
     def __post_init__(self) -> None:
         if self.block not in (120, 240, 480):
@@ -246,6 +249,8 @@ class EngineConfig:
             raise ValueError("send_queue_frames must be at least 1")
         if not 0 <= self.realtime_priority <= 99:
             raise ValueError(f"realtime_priority must be within 0…99, got {self.realtime_priority}")
+        if not -1 <= self.cpu_latency_us <= 2_000_000_000:
+            raise ValueError(f"cpu_latency_us must be -1 (off) or 0…2000000000, got {self.cpu_latency_us}")
         if not -20 <= self.loop_nice <= 19:
             raise ValueError(f"loop_nice must be within -20…19, got {self.loop_nice}")
         if not 0 < self.switch_interval_s <= 0.005:

@@ -17,16 +17,30 @@ Two things make a 2.5 ms tick late that its own work does not explain:
   buffers deepen) and mixes leave late. A negative nice value for that thread (not the whole
   process, and not real-time: the loop does everything else too) gives it the larger share
   under CFS. Threads it creates later inherit the value.
+- **Idle CPUs waking up.** Between ticks the tick's CPU idles; in a deep idle state (or, in a
+  virtual machine, a halted vCPU) the next wake-up and the cold caches after it cost more than
+  a small jam's tick itself (measured in docs/benchmarks.md). A PM QoS request
+  (``/dev/cpu_dma_latency``, what tuned's latency-performance profile sets) keeps idle CPUs in
+  states that wake within the given microseconds while a jam runs: less CPU per tick, for more
+  power (and, in a VM, idle vCPUs that poll). Off unless the operator asks for it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import sys
 import threading
 
-__all__ = ["lower_switch_interval", "raise_thread_priority", "request_realtime"]
+__all__ = [
+    "CPU_LATENCY_DEVICE",
+    "CpuLatencyHold",
+    "hold_cpu_latency",
+    "lower_switch_interval",
+    "raise_thread_priority",
+    "request_realtime",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +112,46 @@ def raise_thread_priority(nice: int) -> int | None:
                     "jam event loop keeps nice %d: %s (needs CAP_SYS_NICE)", current, exc.strerror or exc
                 )
         return None
+
+
+CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"
+
+
+class CpuLatencyHold:
+    """A PM QoS request held open: the kernel keeps it while the file descriptor is open."""
+
+    def __init__(self, fd: int, microseconds: int) -> None:
+        self._fd: int | None = fd
+        self.microseconds = microseconds
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+            log.info("released the CPU wake-up latency request")
+
+
+def hold_cpu_latency(microseconds: int, device: str | None = None) -> CpuLatencyHold | None:
+    """Ask that idle CPUs wake within ``microseconds`` (0: do not idle deeply at all) until the
+    returned hold is released. None, logged, when the OS refuses (the device needs root or a
+    udev rule; it exists on Linux only): the jam runs as before."""
+    if not 0 <= microseconds <= 2_000_000_000:
+        raise ValueError(f"CPU wake-up latency must be within 0…2000000000 µs, got {microseconds}")
+    path = CPU_LATENCY_DEVICE if device is None else device
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        log.warning("cannot hold a CPU wake-up latency of %d µs: %s", microseconds, exc)
+        return None
+    try:
+        os.write(fd, struct.pack("@i", microseconds))  # the binary form the kernel reads
+    except OSError as exc:
+        os.close(fd)
+        log.warning("cannot hold a CPU wake-up latency of %d µs: %s", microseconds, exc)
+        return None
+    log.info("holding the CPUs' wake-up latency at %d µs while jams run", microseconds)
+    return CpuLatencyHold(fd, microseconds)

@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .engine import EngineConfig, JamEngine, warm_up
-from .scheduling import raise_thread_priority
+from .scheduling import CpuLatencyHold, hold_cpu_latency, raise_thread_priority
 from .stats import LogHistogram
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         realtime_priority=settings.jam_realtime_priority,
         loop_nice=settings.jam_loop_nice,
         switch_interval_s=settings.jam_switch_interval_s,
+        cpu_latency_us=settings.jam_cpu_latency_us,
     )
 
 
@@ -53,6 +54,8 @@ class JamSessions:
         self._retired_counts = {"ticks": 0, "deadline_misses": 0, "skipped_ticks": 0}
         self._closed = False
         self._loop_priority_asked = False
+        self._cpu_latency: CpuLatencyHold | None = None
+        self._cpu_latency_asked = False
         # The session-document side of every jam (live tracks, recording); set by the app.
         self.documents: JamDocuments | None = None
 
@@ -81,6 +84,7 @@ class JamSessions:
             if not self._loop_priority_asked:
                 self._loop_priority_asked = True
                 raise_thread_priority(self.config.loop_nice)
+            self._hold_cpu_latency()
             if self.documents is not None:
                 self.documents.attach(engine)
             engine.start()
@@ -117,6 +121,28 @@ class JamSessions:
         self._retired_counts["deadline_misses"] += engine.stats.deadline_misses
         self._retired_counts["skipped_ticks"] += engine.stats.skipped_ticks
         log.info("jam stopped", extra={"room": engine.session_id, "ticks": engine.stats.ticks})
+        if not self._engines:
+            self._release_cpu_latency()
+
+    def _hold_cpu_latency(self) -> None:
+        us = self.config.cpu_latency_us
+        if us < 0 or (self._cpu_latency is not None and self._cpu_latency.held):
+            return
+        if self._cpu_latency_asked and self._cpu_latency is None:
+            return  # refused once (logged): not again for every jam
+        self._cpu_latency_asked = True
+        self._cpu_latency = hold_cpu_latency(us)
+
+    def _release_cpu_latency(self) -> None:
+        hold = self._cpu_latency
+        if hold is not None:
+            hold.release()
+            self._cpu_latency_asked = False  # the next jam asks again
+
+    @property
+    def cpu_latency_held(self) -> bool:
+        """Whether a CPU wake-up latency request is in force now."""
+        return self._cpu_latency is not None and self._cpu_latency.held
 
     def kick_user(self, session_id: str, user_id: str, code: int, reason: str) -> None:
         """Close a user's jam connections (their role changed, or they were removed)."""

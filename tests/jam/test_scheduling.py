@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,76 @@ def test_the_loop_thread_only_ever_gains_priority(caplog: pytest.LogCaptureFixtu
     assert raise_thread_priority(0) is None
     with pytest.raises(ValueError, match="-20"):
         raise_thread_priority(-21)
+
+
+def _held_value(path: str) -> int:
+    with open(path, "rb") as f:
+        return int(struct.unpack("@i", f.read(4))[0])
+
+
+def test_a_cpu_latency_request_is_written_and_held_until_released(tmp_path: Path) -> None:
+    device = tmp_path / "cpu_dma_latency"
+    device.write_bytes(b"")
+    hold = scheduling.hold_cpu_latency(25, str(device))
+    assert hold is not None
+    assert hold.held
+    assert _held_value(str(device)) == 25  # the binary int32 the kernel reads
+    hold.release()
+    assert not hold.held
+    hold.release()  # twice: harmless
+    with pytest.raises(ValueError, match="wake-up latency"):
+        scheduling.hold_cpu_latency(-1, str(device))
+
+
+def test_a_refused_cpu_latency_request_is_logged_and_the_jam_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="realtime.jam.scheduling"):
+        assert scheduling.hold_cpu_latency(0, str(tmp_path / "missing")) is None
+    assert "cannot hold a CPU wake-up latency of 0 µs" in caplog.text
+
+
+def test_the_kernel_keeps_the_request_while_it_is_held() -> None:
+    """On Linux, as root, the device reads back the strictest request in force."""
+    device = scheduling.CPU_LATENCY_DEVICE
+    hold = scheduling.hold_cpu_latency(7)
+    if not os.access(device, os.R_OK | os.W_OK):
+        assert hold is None  # refused, and said so (previous test): nothing else to see here
+        return
+    assert hold is not None
+    try:
+        assert _held_value(device) <= 7
+    finally:
+        hold.release()
+
+
+async def test_jams_hold_the_cpu_latency_while_any_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realtime.jam.sessions import JamSessions
+
+    device = tmp_path / "cpu_dma_latency"
+    device.write_bytes(b"")
+    monkeypatch.setattr(scheduling, "CPU_LATENCY_DEVICE", str(device))
+    off = JamSessions(EngineConfig(fade_in_s=0))
+    off.acquire("s0")
+    assert not off.cpu_latency_held  # -1: the OS's policy is left alone
+    await off.close()
+
+    jam = JamSessions(EngineConfig(fade_in_s=0, cpu_latency_us=50))
+    a = jam.acquire("a")
+    assert jam.cpu_latency_held
+    assert _held_value(str(device)) == 50
+    b = jam.acquire("b")
+    jam.release_if_empty(a)
+    await jam.settled()
+    assert jam.cpu_latency_held  # b still runs
+    jam.release_if_empty(b)
+    await jam.settled()
+    assert not jam.cpu_latency_held  # the last jam ended
+    jam.acquire("c")
+    assert jam.cpu_latency_held  # and the next one asks again
+    await jam.close()
+    assert not jam.cpu_latency_held
+    with pytest.raises(ValueError, match="cpu_latency_us"):
+        EngineConfig(cpu_latency_us=-2)
