@@ -55,7 +55,7 @@ class JamSessions:
         self._closed = False
         self._loop_priority_asked = False
         self._cpu_latency: CpuLatencyHold | None = None
-        self._cpu_latency_asked = False
+        self._cpu_latency_refused = False
         # The session-document side of every jam (live tracks, recording); set by the app.
         self.documents: JamDocuments | None = None
 
@@ -126,18 +126,15 @@ class JamSessions:
 
     def _hold_cpu_latency(self) -> None:
         us = self.config.cpu_latency_us
-        if us < 0 or (self._cpu_latency is not None and self._cpu_latency.held):
+        if us < 0 or self._cpu_latency_refused or self.cpu_latency_held:
             return
-        if self._cpu_latency_asked and self._cpu_latency is None:
-            return  # refused once (logged): not again for every jam
-        self._cpu_latency_asked = True
         self._cpu_latency = hold_cpu_latency(us)
+        # refused (and logged) once: not asked again for every jam
+        self._cpu_latency_refused = self._cpu_latency is None
 
     def _release_cpu_latency(self) -> None:
-        hold = self._cpu_latency
-        if hold is not None:
-            hold.release()
-            self._cpu_latency_asked = False  # the next jam asks again
+        if self._cpu_latency is not None:
+            self._cpu_latency.release()
 
     @property
     def cpu_latency_held(self) -> bool:
