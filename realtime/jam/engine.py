@@ -56,7 +56,6 @@ import gc
 import itertools
 import logging
 import math
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -90,8 +89,10 @@ from .frames import (
     FLAG_RESYNC,
     HEADER,
     HEADER_SIZE,
+    SEQUENCE,
     VERSION,
     FrameError,
+    frame_sequence,
     parse_frame,
 )
 from .jitter import JitterBuffer, JitterStats
@@ -135,7 +136,6 @@ _RING: Final = 256  # ticks of arrival records kept for the loop's latency accou
 _LATENCY_BATCH: Final = 64  # delivered ticks whose latencies are recorded together
 _INBOX: Final = 256  # frames a sender may have in flight to the tick before the oldest is dropped
 _NAN: Final = float("nan")
-_SEQ: Final = struct.Struct("!I")  # a frame's sequence number, at offset 4
 _FAST_MAX: Final = HEADER_SIZE + MAX_PACKET  # the longest single-payload Opus frame
 _WAKE_EVERY: Final = 8  # ticks between the loop's wake-ups when the tick sends every mix itself
 
@@ -814,7 +814,7 @@ class JamEngine:
             # the listeners the tick served itself).
             groups, frames = dropped.popleft()
             for group, frame in zip(groups, frames, strict=False):
-                seq = _SEQ.unpack_from(frame, 4)[0]
+                seq = frame_sequence(frame)
                 for p in group.members:
                     if not tick_served(p.sink, seq):
                         p.dropped_out += 1
@@ -1057,7 +1057,7 @@ class JamEngine:
             return
         inbox = p._inbox
         p._active = True
-        seq_of = _SEQ.unpack_from
+        seq_of = SEQUENCE.unpack_from
         while inbox:
             # receive() validated the frame: read its fields straight from the bytes.
             data, arrival = inbox.popleft()

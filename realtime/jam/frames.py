@@ -37,6 +37,7 @@ __all__ = [
     "FrameError",
     "FrameHeader",
     "encode_frame",
+    "frame_sequence",
     "pack_header",
     "parse_frame",
     "seq_diff",
@@ -44,6 +45,8 @@ __all__ = [
 
 HEADER: Final = struct.Struct("!BBBBIIHH")
 HEADER_SIZE: Final = HEADER.size  # 16
+SEQUENCE: Final = struct.Struct("!I")
+"""A frame's sequence number, at byte offset 4 of the header."""
 VERSION: Final = 1
 CODEC_PCM16: Final = 0
 CODEC_OPUS: Final = 1
@@ -192,6 +195,12 @@ def encode_frame(
     if len(redundant):
         _check_payload(codec, channels, frames, len(redundant), "redundant copy")
     return b"".join((header, payload, redundant))
+
+
+def frame_sequence(frame: bytes) -> int:
+    """The sequence number of an encoded frame (its header already checked)."""
+    seq: int = SEQUENCE.unpack_from(frame, 4)[0]
+    return seq
 
 
 def seq_diff(a: int, b: int) -> int:

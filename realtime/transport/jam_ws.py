@@ -36,6 +36,7 @@ from ..accounts import session_access
 from ..api.common import services
 from ..jam.control import ControlError, Leave, error_message, parse_control
 from ..jam.engine import EngineFull, InputRejected, JamEngine, tick_served
+from ..jam.frames import frame_sequence
 from ..session.room import CloseCode
 from .limits import TokenBucket
 from .queued import QueuedWriter
@@ -47,7 +48,6 @@ from .wsframe import binary_frame
 log = logging.getLogger(__name__)
 
 _FIN_TEXT = 0x81
-_SEQ = struct.Struct("!I")  # a jam frame's sequence number, at offset 4
 
 
 def text_frame(text: str) -> bytes:
@@ -115,6 +115,7 @@ class _DirectFanOut:
     def send_audio_many(self, sinks: Sequence[DirectSink], frames: Sequence[bytes]) -> list[int] | None:
         wire = _framed.wire(frames[0]) if len(frames) == 1 else b"".join([_framed.wire(f) for f in frames])
         refused: list[int] | None = None
+        seqs: list[int] | None = None  # the frames' sequence numbers, read once for all sinks
         for i, sink in enumerate(sinks):
             # DirectSink.send_audio's checks, inlined.
             proto = sink.proto
@@ -125,10 +126,10 @@ class _DirectFanOut:
             if sink.tick_sent >= 0:
                 # The tick sends to the sockets it holds itself (tick_reads.send_now): only what
                 # it did not send is left here, and what it refused counts as refused.
-                todo = [f for f in frames if not tick_served(sink, _SEQ.unpack_from(f, 4)[0])]
-                if len(todo) < len(frames) and any(
-                    _SEQ.unpack_from(f, 4)[0] == sink.tick_refused for f in frames
-                ):
+                if seqs is None:
+                    seqs = [frame_sequence(f) for f in frames]
+                todo = [f for f, seq in zip(frames, seqs, strict=True) if not tick_served(sink, seq)]
+                if len(todo) < len(frames) and sink.tick_refused in seqs:
                     if refused is None:
                         refused = []
                     refused.append(i)

@@ -52,6 +52,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from ..jam.frames import frame_sequence
 from . import gil_io
 from .uvicorn_ws import DirectChannel, masked_binary_at
 from .wsframe import binary_frame
@@ -75,7 +76,6 @@ _TIMESPEC: Final = struct.Struct("@qq")
 _ANC: Final = socket.CMSG_SPACE(_TIMESPEC.size)
 _READ: Final = 16384  # bytes per read: 2.5 ms of audio is under 100; a backlog waits a tick
 _CHECK_EVERY: Final = 8  # ticks between looks for connections the loop closed meanwhile
-_SEQ: Final = struct.Struct("!I")  # a jam frame's sequence number, at offset 4
 
 
 class _Lent:
@@ -324,7 +324,7 @@ class TickReads:
             if not self._owned:
                 return 0
             for group, frame in zip(groups, frames, strict=True):
-                seq = _SEQ.unpack_from(frame, 4)[0]
+                seq = frame_sequence(frame)
                 wire: bytes | None = None
                 for p in group.members:
                     sink = p.sink

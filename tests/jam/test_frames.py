@@ -20,6 +20,7 @@ from realtime.jam.frames import (
     FrameError,
     FrameHeader,
     encode_frame,
+    frame_sequence,
     pack_header,
     parse_frame,
     seq_diff,
@@ -277,3 +278,11 @@ def test_arbitrary_bytes_parse_or_raise_frame_error(data: bytes) -> None:
         "pcm_size_mismatch",
         "payload_too_long",
     }
+
+
+def test_frame_sequence_reads_the_header_without_parsing_the_frame() -> None:
+    for seq in (0, 1, 2**31, 2**32 - 1):
+        frame = encode_frame(
+            codec=CODEC_PCM16, channels=1, sequence=seq, timestamp=7, frames=120, payload=bytes(240)
+        )
+        assert frame_sequence(frame) == seq == parse_frame(frame)[0].sequence

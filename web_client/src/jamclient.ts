@@ -11,7 +11,7 @@ import JamIoWorker from './jam-io-worker.ts?worker';
 import type { FromJamIo, ToJamIo } from './jam-io-worker';
 import workletUrl from './jam-worklet.ts?worker&url';
 import { pickCodec, probeOpus, type CodecApi, type CodecPreference, type JamCodec } from './jamcodec';
-import type { MixDecodeStats } from './jamcodecio';
+import { webCodecsOf, type MixDecodeStats } from './jamcodecio';
 import type { FifoStats } from './jamdsp';
 import type { CodecChoice, LinkCounters } from './jamlink';
 import {
@@ -90,8 +90,7 @@ export class JamClient {
     private pref: CodecPreference = 'auto',
     codecApi: object = globalThis,
   ) {
-    const g = codecApi as Partial<Record<string, unknown>>;
-    this.canProbe = typeof g.AudioEncoder === 'function' && typeof g.AudioDecoder === 'function';
+    this.canProbe = webCodecsOf(codecApi) !== null;
     this.probeApi = codecApi as CodecApi;
   }
 
