@@ -170,8 +170,8 @@ def _spawn(
         server.base,
         "--session",
         sid,
-        "--tokens",
-        ",".join(tokens[first : first + count]),
+        # "=": a token may begin with "-", which argparse would take for an option
+        f"--tokens={','.join(tokens[first : first + count])}",
         "-n",
         str(count),
         "--first",

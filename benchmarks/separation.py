@@ -370,8 +370,7 @@ class LiveServer:
                 str(self.port),
                 "--session",
                 self.jam_session,
-                "--tokens",
-                self.token,
+                f"--tokens={self.token}",  # "=": a token may begin with "-"
                 "-n",
                 str(self.players),
                 "--duration",

@@ -44,7 +44,8 @@ def test_generator_streams_two_webrtc_clients_and_counts_their_mixes(tmp_path: P
         gen = subprocess.Popen(
             [
                 *(sys.executable, str(GENERATOR), "--base", server.base_url, "--session", sid),
-                *("--tokens", f"{owner},{editor}", "-n", "2", "--path", path),
+                # "=": a token may begin with "-", which argparse would take for an option
+                *(f"--tokens={owner},{editor}", "-n", "2", "--path", path),
                 *("--duration", "4", "--warmup", "1"),
             ],
             stdin=subprocess.PIPE,
